@@ -1,0 +1,220 @@
+"""Loading open_clip towers, and the frozen CLIP ViT run block by block with deep prompts.
+
+We wrap open_clip's ``VisionTransformer`` and call its own modules (``conv1``,
+``class_embedding``, ``positional_embedding``, ``ln_pre``, ``transformer.resblocks[i]``,
+``ln_post``, ``proj``); nothing of CLIP is re-implemented (SPEC sec. 2).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+from zegclip.model.prompts import DeepPrompts
+
+_CONFIG_DIR = Path(__file__).parent / "configs"
+TINY_CLIP = "zegclip-tiny"
+"""A random-weight CLIP (ViT width 64, 2 layers, patch 16) for tests and demos."""
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+class CLIPLoadError(RuntimeError):
+    """CLIP weights could not be found or loaded; the message says what to do."""
+
+
+def _register_configs() -> None:
+    if TINY_CLIP not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def _is_weights_file(pretrained: str) -> bool:
+    return os.path.sep in pretrained or pretrained.endswith(_WEIGHT_SUFFIXES)
+
+
+def _tag_is_cached(model_name: str, tag: str, cache_dir: str | None) -> bool:
+    """True when open_clip can load ``tag`` without touching the network."""
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if "file" in cfg:
+        return os.path.isfile(cfg["file"])
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        return any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str) for name in names)
+    url = cfg.get("url", "")
+    root = cache_dir or os.path.expanduser("~/.cache/clip")
+    return bool(url) and os.path.isfile(os.path.join(root, os.path.basename(url)))
+
+
+def _network_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _tag_error(model_name: str, tag: str, why: str) -> CLIPLoadError:
+    return CLIPLoadError(
+        f"cannot load CLIP weights for model {model_name!r} with pretrained tag {tag!r}: {why}. "
+        "Download them on a machine with internet access (they are cached under "
+        "~/.cache/huggingface), or pass a local weights file: "
+        f"build_zegclip(clip_model={model_name!r}, pretrained='/path/to/weights.pt', "
+        "quick_gelu=True) for OpenAI weights (in Hydra: model.pretrained=/path/to/weights.pt)."
+    )
+
+
+def load_clip(
+    model_name: str = "ViT-B-16",
+    pretrained: str | None = "openai",
+    *,
+    quick_gelu: bool | None = None,
+    clip_config: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+) -> nn.Module:
+    """Build an open_clip CLIP model, frozen and in eval mode.
+
+    Args:
+        model_name: an open_clip architecture name (``open_clip.list_models()``) or
+            ``"zegclip-tiny"``.
+        pretrained: an open_clip tag (``"openai"``, a LAION tag), a local weights file
+            (.pt/.bin/.safetensors state dict), or None for random weights.
+        quick_gelu: force QuickGELU. OpenAI weights need it; open_clip sets it for the
+            ``openai`` tag only, so pass True with a local OpenAI weights file.
+        clip_config: an explicit open_clip config (``embed_dim``, ``vision_cfg``,
+            ``text_cfg``, ``quick_gelu``) used instead of ``model_name``; random weights.
+        cache_dir: where tagged weights are cached.
+    """
+    _register_configs()
+    if clip_config is not None:
+        clip = open_clip.model.CLIP(**clip_config)
+    elif not pretrained:
+        clip = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=bool(quick_gelu))
+    elif _is_weights_file(pretrained) or os.path.isfile(pretrained):
+        if not os.path.isfile(pretrained):
+            raise CLIPLoadError(f"CLIP weights file not found: {pretrained}")
+        try:
+            clip = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=bool(quick_gelu))
+        except Exception as err:  # open_clip raises many kinds; name the file once
+            raise CLIPLoadError(f"cannot load CLIP weights file {pretrained} into {model_name!r}: {err}") from err
+    else:
+        if model_name not in open_clip.list_models():
+            raise CLIPLoadError(f"unknown open_clip model {model_name!r}")
+        if not open_clip.get_pretrained_cfg(model_name, pretrained):
+            known = open_clip.list_pretrained_tags_by_model(model_name)
+            raise _tag_error(model_name, pretrained, f"unknown tag; known tags: {known}")
+        if not _tag_is_cached(model_name, pretrained, cache_dir) and not _network_reachable():
+            raise _tag_error(model_name, pretrained, "no network and no cached copy")
+        try:
+            clip = open_clip.create_model(
+                model_name,
+                pretrained=pretrained,
+                force_quick_gelu=bool(quick_gelu),
+                cache_dir=cache_dir,
+            )
+        except Exception as err:
+            raise _tag_error(model_name, pretrained, str(err)) from err
+    clip.requires_grad_(False)
+    return clip.eval()
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize a square (1 + g*g) x W positional embedding to (1 + h*w) x W."""
+    cls_pos, spatial = pos_embed[:1], pos_embed[1:]
+    old = int(round(spatial.shape[0] ** 0.5))
+    if old * old != spatial.shape[0]:
+        raise ValueError(f"positional embedding of {spatial.shape[0]} patches is not a square grid")
+    if (old, old) == tuple(grid):
+        return pos_embed
+    width = spatial.shape[-1]
+    # (g*g) x W -> 1 x W x g x g -> 1 x W x h x w -> (h*w) x W
+    spatial = spatial.reshape(1, old, old, width).permute(0, 3, 1, 2)
+    spatial = F.interpolate(spatial, size=grid, mode="bilinear", align_corners=False)
+    spatial = spatial.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], width)
+    return torch.cat([cls_pos, spatial], dim=0)
+
+
+class PromptedVisionEncoder(nn.Module):
+    """Frozen CLIP ViT with deep visual prompts (SPEC sec. 2).
+
+    Token order inside the sequence: [cls, prompts, patches]. Prompts are inserted after
+    ``ln_pre`` and replaced before every block; ``prompt_norm`` (trainable) precedes
+    CLIP's ``ln_post`` and projection.
+    """
+
+    def __init__(
+        self,
+        *,
+        visual: VisionTransformer,
+        num_prompts: int,
+        image_size: int = 512,
+        prompt_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None:
+            raise TypeError("ZegCLIP needs an open_clip VisionTransformer without attention pooling")
+        if visual.pool_type != "tok" or visual.final_ln_after_pool:
+            raise TypeError("ZegCLIP needs a class-token ViT (pool_type='tok')")
+        self.visual = visual
+        self.patch_size = int(visual.conv1.kernel_size[0])
+        width = visual.conv1.out_channels
+        grid = image_size // self.patch_size
+        # resized once at build time to the training resolution (14x14 -> 32x32 for 512 px)
+        with torch.no_grad():
+            pos = resize_pos_embed(visual.positional_embedding.detach(), (grid, grid))
+        visual.positional_embedding = nn.Parameter(pos, requires_grad=False)
+        self.prompts = DeepPrompts(
+            width=width,
+            num_layers=len(visual.transformer.resblocks),
+            num_tokens=num_prompts,
+            patch_size=self.patch_size,
+            dropout=prompt_dropout,
+        )
+        self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
+
+    def train(self, mode: bool = True) -> PromptedVisionEncoder:
+        super().train(mode)
+        self.visual.eval()  # frozen and deterministic; only the prompt dropout trains
+        return self
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch + class tokens after ln_pre: B x (1 + h*w) x W, and the grid (h, w)."""
+        v = self.visual
+        x = v.conv1(images)  # B x W x h x w
+        B, W, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2)  # B x (h*w) x W
+        cls = v.class_embedding.to(x.dtype).expand(B, 1, W)
+        pos = resize_pos_embed(v.positional_embedding, (h, w)).to(x.dtype)
+        # the released forward adds the class embedding to the class token's position too
+        pos = torch.cat([pos[:1] + v.class_embedding.to(x.dtype), pos[1:]], dim=0)
+        x = torch.cat([cls, x], dim=1) + pos  # B x (1 + h*w) x W
+        return v.ln_pre(x), (h, w)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images B x 3 x H x W -> (global B x D, patches B x D x h x w), both L2-normalised."""
+        x, (h, w) = self.embed(images)
+        B, N = x.shape[0], self.prompts.num_tokens
+        for i, block in enumerate(self.visual.transformer.resblocks):
+            prompts = self.prompts(i, B).to(x.dtype)  # B x N x W
+            # layer 0: insert after cls; later layers: replace the previous block's prompts
+            rest = x[:, 1:] if i == 0 else x[:, 1 + N :]
+            x = block(torch.cat([x[:, :1], prompts, rest], dim=1))  # B x (1 + N + h*w) x W
+        # prompt outputs are discarded; the norms act per token, so drop them first
+        x = torch.cat([x[:, :1], x[:, 1 + N :]], dim=1)
+        x = self.visual.ln_post(self.prompt_norm(x)) @ self.visual.proj  # B x (1 + h*w) x D
+        global_embed = F.normalize(x[:, 0], dim=-1)  # B x D
+        patches = x[:, 1:].transpose(1, 2).reshape(B, -1, h, w)  # B x D x h x w
+        return global_embed, F.normalize(patches, dim=1)

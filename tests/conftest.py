@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny CLIP saved as a real weights file and loaded the way users load one."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import open_clip  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from zegclip.model import TINY_CLIP, ZegCLIP, build_zegclip  # noqa: E402
+from zegclip.model.clip_encoder import load_clip  # noqa: E402
+
+TINY_KWARGS = {"num_prompts": 4, "image_size": 64, "decoder_ffn_dim": 64, "quick_gelu": True}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random tiny CLIP weights saved as a plain state-dict ``.pt``, as open_clip reads files."""
+    torch.manual_seed(0)
+    load_clip(TINY_CLIP, None)  # registers the tiny config
+    clip = open_clip.create_model(TINY_CLIP, pretrained=None, force_quick_gelu=True)
+    path = tmp_path_factory.mktemp("clip") / "tiny_clip.pt"
+    torch.save(clip.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def make_tiny_model(tiny_clip_file: Path) -> Callable[..., ZegCLIP]:
+    """Build a tiny ZegCLIP through the local-weights-file path (seeded, eval mode)."""
+
+    def make(seed: int = 0, **kwargs) -> ZegCLIP:
+        torch.manual_seed(seed)
+        model = build_zegclip(TINY_CLIP, str(tiny_clip_file), **{**TINY_KWARGS, **kwargs})
+        return model.eval()
+
+    return make
+
+
+@pytest.fixture
+def tiny_model(make_tiny_model: Callable[..., ZegCLIP]) -> ZegCLIP:
+    return make_tiny_model()

@@ -1,0 +1,120 @@
+"""Reading the authors' released checkpoints (mmseg layout)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from zegclip import build_zegclip, load_model, load_official_checkpoint
+from zegclip.model import CheckpointError
+from zegclip.model.checkpoint import NOT_IN_OFFICIAL, convert_official_state_dict, official_config
+
+KEYS_FILE = Path(__file__).parents[1] / "fixtures" / "official_voc_keys.txt"
+
+
+def _official_shapes() -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for line in KEYS_FILE.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, shape = line.split("\t")[:2]
+        shapes[name] = tuple(int(s) for s in re.findall(r"\d+", shape))
+    return shapes
+
+
+def test_released_voc_layout_maps_onto_vitb16_model():
+    shapes = _official_shapes()
+    state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    config = official_config(state)
+    assert config["num_prompts"] == 10 and config["image_size"] == 512
+    assert config["decoder_layers"] == 3 and config["decoder_ffn_dim"] == 2048
+    assert config["clip_config"]["embed_dim"] == 512 and config["clip_config"]["text_cfg"]["layers"] == 12
+    converted = convert_official_state_dict(state, 3)
+    model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in NOT_IN_OFFICIAL}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+    # dropped: self-attention, norm1, the loss buffer, and the last layer's unused parts
+    kept = {k for k in shapes if _is_kept(k)}
+    assert len(converted) == len(kept) == len(shapes) - 3 * 6 - 12 - 1  # 6 self-attention + norm1 keys per layer
+
+
+def _is_kept(key: str) -> bool:
+    if "self_attn" in key or ".norm1." in key or "loss_decode" in key:
+        return False
+    if key.startswith("decode_head.decoder_1.layers.2."):
+        return ".multihead_attn.q." in key or ".multihead_attn.k." in key
+    return True
+
+
+def _authors_layout(model) -> dict[str, torch.Tensor]:
+    """Write a tiny model's weights under the released key names (hand-written inverse map)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("image_encoder.visual."):
+            out["backbone." + key[len("image_encoder.visual.") :]] = value
+        elif key.startswith("image_encoder.prompts."):
+            out["backbone." + key[len("image_encoder.prompts.") :]] = value
+        elif key.startswith("image_encoder.prompt_norm."):
+            out["backbone." + key[len("image_encoder.") :]] = value
+        elif key.startswith("text_encoder.clip.") and "logit_scale" not in key:
+            out["text_encoder." + key[len("text_encoder.clip.") :]] = value
+        elif key.startswith("relationship.proj."):
+            out["decode_head.q_proj." + key.split(".")[-1]] = value
+    names = {"cross_attn.scores.q": "multihead_attn.q", "cross_attn.scores.k": "multihead_attn.k"}
+    names |= {"cross_attn.v": "multihead_attn.v", "cross_attn.proj": "multihead_attn.proj"}
+    names |= {"ffn.0": "linear1", "ffn.3": "linear2", "norm1": "norm2", "norm2": "norm3"}
+    dim = model.decoder.last.q.weight.shape[0]
+    for i, layer in enumerate(model.decoder.layers):
+        for ours, theirs in names.items():
+            for kind in ("weight", "bias"):
+                out[f"decode_head.decoder_1.layers.{i}.{theirs}.{kind}"] = layer.get_submodule(ours).get_parameter(kind)
+    last = len(model.decoder.layers)
+    for kind in ("weight", "bias"):
+        out[f"decode_head.decoder_1.layers.{last}.multihead_attn.q.{kind}"] = model.decoder.last.q.get_parameter(kind)
+        out[f"decode_head.decoder_1.layers.{last}.multihead_attn.k.{kind}"] = model.decoder.last.k.get_parameter(kind)
+        for unused in ("multihead_attn.v", "multihead_attn.proj", "norm2", "norm3"):
+            out[f"decode_head.decoder_1.layers.{last}.{unused}.{kind}"] = torch.randn(dim)
+    for i in range(last + 1):
+        out[f"decode_head.decoder_1.layers.{i}.self_attn.in_proj_weight"] = torch.randn(3 * dim, dim)
+        out[f"decode_head.decoder_1.layers.{i}.norm1.weight"] = torch.randn(dim)
+    out["decode_head.loss_decode.criterion.empty_weight"] = torch.ones(16)
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+def test_load_authors_checkpoint_matches_source_model(make_tiny_model, tmp_path):
+    source = make_tiny_model(seed=5, decoder_heads=8)
+    path = tmp_path / "ZegCLIP_tiny.pth"
+    torch.save({"meta": {"CLASSES": ["a", "b"]}, "state_dict": _authors_layout(source)}, path)
+    model = load_official_checkpoint(path).eval()
+    assert model.metadata["num_train_classes"] == 15
+    assert model.config["clip_config"]["quick_gelu"] is True
+    images = torch.randn(1, 3, 64, 64)
+    embeds = source.encode_text(["x", "y", "z"])
+    assert torch.allclose(model.encode_text(["x", "y", "z"]), embeds, atol=1e-6)
+    ref, out = source(images, embeds), model(images, embeds)
+    for a, b in zip(ref.layer_logits, out.layer_logits, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    # converted model saves and reloads in our own format
+    model.save(tmp_path / "converted.pt")
+    again = load_model(tmp_path / "converted.pt").eval()
+    assert torch.allclose(again(images, embeds).logits, out.logits, atol=1e-6)
+    assert again.metadata["num_train_classes"] == 15
+    assert torch.allclose(load_model(path).eval()(images, embeds).logits, out.logits, atol=1e-6)
+
+
+def test_unknown_and_missing_keys_are_named(make_tiny_model, tmp_path):
+    state = _authors_layout(make_tiny_model())
+    extra = dict(state, **{"decode_head.new_thing.weight": torch.zeros(1)})
+    torch.save({"state_dict": extra}, tmp_path / "extra.pth")
+    with pytest.raises(CheckpointError, match="decode_head.new_thing.weight"):
+        load_official_checkpoint(tmp_path / "extra.pth")
+    missing = {k: v for k, v in state.items() if k != "backbone.ln_post.bias"}
+    torch.save({"state_dict": missing}, tmp_path / "missing.pth")
+    with pytest.raises(KeyError, match="image_encoder.visual.ln_post.bias"):
+        load_official_checkpoint(tmp_path / "missing.pth")
+    torch.save({"state_dict": {"x": torch.zeros(1)}}, tmp_path / "ours.pth")
+    with pytest.raises(CheckpointError, match="not an authors'"):
+        load_official_checkpoint(tmp_path / "ours.pth")
