@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from zegclip.model import TINY_CLIP, build_zegclip
+from zegclip.model import TINY_CLIP, build_zegclip, clip_encoder
 from zegclip.model.clip_encoder import CLIPLoadError, load_clip, resize_pos_embed
 
 
@@ -93,29 +93,36 @@ def test_pos_embed_resized_once_to_training_grid(tiny_model):
     assert not visual.positional_embedding.requires_grad
 
 
-def _capture_block_inputs(encoder, images):
-    inputs = []
-    hooks = [
-        block.register_forward_pre_hook(lambda mod, args: inputs.append(args[0].detach().clone()))
-        for block in encoder.visual.transformer.resblocks
-    ]
-    outputs = []
-    hooks += [
-        block.register_forward_hook(lambda mod, args, out: outputs.append(out.detach().clone()))
-        for block in encoder.visual.transformer.resblocks
-    ]
+def _capture_block_inputs(encoder, images, monkeypatch):
+    """Record every block's input and output tokens during one encoder forward."""
+    inputs, outputs = [], []
+    original = clip_encoder.run_block
+
+    def spy(block, x):
+        inputs.append(x.detach().clone())
+        out = original(block, x)
+        outputs.append(out.detach().clone())
+        return out
+
+    monkeypatch.setattr(clip_encoder, "run_block", spy)
     encoder(images)
-    for hook in hooks:
-        hook.remove()
+    monkeypatch.undo()
+    assert len(inputs) == len(encoder.visual.transformer.resblocks)
     return inputs, outputs
 
 
-def test_token_order_embedding_quirk_and_prompt_replacement(tiny_model):
+def test_run_block_equals_open_clip_block(tiny_model):
+    block = tiny_model.image_encoder.visual.transformer.resblocks[0]
+    x = torch.randn(2, 9, 64)
+    assert torch.allclose(clip_encoder.run_block(block, x), block(x), atol=1e-5)
+
+
+def test_token_order_embedding_quirk_and_prompt_replacement(tiny_model, monkeypatch):
     encoder = tiny_model.image_encoder
     visual, prompts = encoder.visual, encoder.prompts
     N = prompts.num_tokens
     images = torch.randn(2, 3, 48, 80)  # 3 x 5 patches, not the 4 x 4 training grid
-    inputs, outputs = _capture_block_inputs(encoder, images)
+    inputs, outputs = _capture_block_inputs(encoder, images, monkeypatch)
     h, w = 3, 5
     # block 0: [cls, prompts, patches]; cls carries the class embedding twice
     patches = visual.conv1(images).flatten(2).transpose(1, 2)
@@ -136,10 +143,10 @@ def test_token_order_embedding_quirk_and_prompt_replacement(tiny_model):
         assert torch.equal(inputs[i][:, 1 + N :], outputs[i - 1][:, 1 + N :])
 
 
-def test_outputs_prompt_norm_then_ln_post_and_projection(tiny_model):
+def test_outputs_prompt_norm_then_ln_post_and_projection(tiny_model, monkeypatch):
     encoder = tiny_model.image_encoder
     images = torch.randn(2, 3, 64, 48)
-    _, outputs = _capture_block_inputs(encoder, images)
+    _, outputs = _capture_block_inputs(encoder, images, monkeypatch)
     global_embed, patch_embeds = encoder(images)
     last = outputs[-1]
     N = encoder.prompts.num_tokens

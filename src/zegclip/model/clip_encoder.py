@@ -147,6 +147,31 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Te
     return torch.cat([cls_pos, spatial], dim=0)
 
 
+def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One open_clip residual attention block on B x T x W tokens, attention through SDPA.
+
+    The same maths as ``block(x)``, but with fused scaled-dot-product attention and no
+    sequence-first round trips: nn.MultiheadAttention's inference fast path materialises
+    every T x T attention matrix, which costs a third of the encoder's time and, in
+    training, most of its activation memory. Blocks of another kind run their own forward.
+    """
+    attn = getattr(block, "attn", None)
+    if (
+        not isinstance(attn, nn.MultiheadAttention)
+        or not attn._qkv_same_embed_dim
+        or attn.in_proj_bias is None
+        or attn.dropout
+    ):
+        return block(x)
+    B, T, W = x.shape
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # B x T x 3W
+    # B x T x 3 x heads x d -> 3 x B x heads x T x d
+    q, k, v = qkv.view(B, T, 3, attn.num_heads, W // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v)  # B x heads x T x d
+    x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(B, T, W)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
 class PromptedVisionEncoder(nn.Module):
     """Frozen CLIP ViT with deep visual prompts (SPEC sec. 2).
 
@@ -211,7 +236,7 @@ class PromptedVisionEncoder(nn.Module):
             prompts = self.prompts(i, B).to(x.dtype)  # B x N x W
             # layer 0: insert after cls; later layers: replace the previous block's prompts
             rest = x[:, 1:] if i == 0 else x[:, 1 + N :]
-            x = block(torch.cat([x[:, :1], prompts, rest], dim=1))  # B x (1 + N + h*w) x W
+            x = run_block(block, torch.cat([x[:, :1], prompts, rest], dim=1))  # B x (1 + N + h*w) x W
         # prompt outputs are discarded; the norms act per token, so drop them first
         x = torch.cat([x[:, :1], x[:, 1 + N :]], dim=1)
         x = self.visual.ln_post(self.prompt_norm(x)) @ self.visual.proj  # B x (1 + h*w) x D

@@ -1,0 +1,131 @@
+"""Speed and memory of the ViT-B/16-size ZegCLIP (random weights), fp32 and bf16 autocast.
+
+Prints one JSON object: seconds per 512x512 forward (no grad), per sliding-window
+prediction of a 512x683 image, per training step at batch 2, peak memory, and the
+forward's achieved GFLOP/s next to a large matmul's, measured in the same run.
+
+    python scripts/benchmark.py [--threads 2] [--repeats 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from zegclip import build_zegclip
+from zegclip.model import ZegCLIPCriterion
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(dtype: torch.dtype, device: str, repeats: int) -> float:
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    b = torch.randn(2048, 2048, device=device, dtype=dtype)
+    seconds = best_time(lambda: a @ b, repeats + 2)
+    return 2 * 2048**3 / seconds / 1e9
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run(precision: str, device: str, repeats: int, num_classes: int) -> dict:
+    torch.manual_seed(0)
+    model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True).to(device)
+    embeds = torch.nn.functional.normalize(torch.randn(num_classes, 512, device=device), dim=-1)
+    autocast = (
+        torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
+    image = torch.randn(1, 3, 512, 512, device=device)
+    wide = torch.randn(1, 3, 512, 683, device=device)
+    criterion = ZegCLIPCriterion()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    batch = torch.randn(2, 3, 512, 512, device=device)
+    labels = torch.randint(0, num_classes, (2, 512, 512), device=device)
+
+    def forward():
+        with torch.no_grad(), autocast:
+            return model(image, embeds).logits
+
+    def slide():
+        with autocast:
+            return model.predict(wide, embeds, mode="slide")
+
+    def train_step():
+        model.train()
+        with autocast:
+            loss = criterion(model(batch, embeds).logits, labels)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.eval()
+
+    model.eval()
+    with FlopCounterMode(display=False) as counter, autocast:  # with grad: its module hooks need it
+        model(image, embeds)
+    flops = counter.get_total_flops()
+    result = {
+        "precision": precision,
+        "forward_s": best_time(forward, repeats),
+        "slide_512x683_s": best_time(slide, repeats),
+        "train_step_b2_s": best_time(train_step, max(1, repeats - 1)),
+        "forward_gflop": flops / 1e9,
+    }
+    result["forward_gflops_per_s"] = flops / result["forward_s"] / 1e9
+    result["matmul_gflops_per_s"] = matmul_gflops(
+        torch.bfloat16 if precision == "bf16" else torch.float32, device, repeats
+    )
+    model.eval()
+    with torch.no_grad():
+        result["_slide_scores"] = slide().float().cpu()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--classes", type=int, default=20)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    report = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    runs = {}
+    for precision in precisions:
+        runs[precision] = run(precision, args.device, args.repeats, args.classes)
+        runs[precision]["peak_rss_gib_so_far"] = peak_rss_gib()
+    if len(runs) == 2:
+        ref, low = runs["fp32"]["_slide_scores"], runs["bf16"]["_slide_scores"]
+        top2 = ref.topk(2, dim=1).values
+        confident = (top2[:, 0] - top2[:, 1]) >= 0.01
+        same = ref.argmax(1) == low.argmax(1)
+        report["bf16_max_score_diff"] = (ref - low).abs().max().item()
+        report["bf16_argmax_agreement_margin_0.01"] = same[confident].float().mean().item()
+        report["bf16_argmax_agreement_all"] = same.float().mean().item()
+    for r in runs.values():
+        r.pop("_slide_scores")
+    report["runs"] = runs
+    if args.device == "cuda":
+        report["cuda_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

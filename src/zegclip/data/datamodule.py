@@ -1,0 +1,187 @@
+"""`SegDataModule`: datasets, training vocabulary and loaders for Lightning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from zegclip.data.classes import DatasetInfo, get_dataset_info
+from zegclip.data.datasets import (
+    SETTINGS,
+    SegDataset,
+    build_dataset,
+    setting_label_lut,
+    train_class_ids,
+)
+from zegclip.data.synthetic import write_synthetic_voc
+from zegclip.data.transforms import SeededTransform, eval_transform, train_transform
+
+__all__ = ["DEFAULT_SPLITS", "SegDataModule"]
+
+DEFAULT_SPLITS: dict[str, tuple[str, str]] = {
+    "voc": ("train", "val"),  # train = train.txt + aug.txt (10,582)
+    "coco_stuff": ("train2017", "val2017"),
+    "context": ("train", "val"),
+    "synthetic": ("train", "val"),
+}
+"""(train split, validation split) per dataset."""
+
+
+class SegDataModule(L.LightningDataModule):
+    """Datasets, augmentation and loaders of one benchmark in one setting.
+
+    Training labels use the setting's vocabulary (`setting_label_lut`): inductive keeps
+    the seen classes as 0..S-1 and ignores unseen pixels (255); transductive keeps all
+    classes and marks unseen pixels HIDDEN_INDEX (254); fully keeps all classes.
+    Validation and test always use all classes with 255 ignored.
+
+    Batches are dicts: train ``image`` B x 3 x crop x crop float32, ``label`` B x crop x
+    crop int64, ``id`` list[str]; val/test (batch 1) ``image`` 1 x 3 x H' x W' at short
+    side ``eval_short_side``, ``label`` 1 x H x W at the original size.
+
+    Args:
+        dataset: "voc", "coco_stuff", "context" or "synthetic".
+        root: dataset root (the folder holding ``VOCdevkit/`` or ``coco_stuff164k/``).
+        setting: "inductive", "transductive" or "fully".
+        batch_size: training images per device.
+        num_workers: DataLoader workers per device.
+        pin_memory: pin host memory of batches.
+        persistent_workers: keep workers between epochs (only with ``num_workers > 0``).
+        crop_size: training crop side.
+        scale: rescale target scale (long, short) before the ratio.
+        ratio_range: range of the random rescale ratio.
+        cat_max_ratio: largest-class limit of the crop rule.
+        train_split: training split; default per dataset (`DEFAULT_SPLITS`).
+        val_split: validation split; default per dataset.
+        test_split: test split; defaults to the validation split.
+        eval_short_side: short side of validation/test images.
+        synthetic: keyword arguments of `write_synthetic_voc` (``num_train``, ``num_val``,
+            ``size``, ``seed``, ``border``), used when ``dataset == "synthetic"`` and
+            ``root`` holds no data yet.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "voc",
+        root: str = "data",
+        setting: str = "inductive",
+        batch_size: int = 4,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        crop_size: int = 512,
+        scale: tuple[int, int] | list[int] = (2048, 512),
+        ratio_range: tuple[float, float] | list[float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        train_split: str | None = None,
+        val_split: str | None = None,
+        test_split: str | None = None,
+        eval_short_side: int = 512,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in DEFAULT_SPLITS:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DEFAULT_SPLITS)}")
+        if setting not in SETTINGS:
+            raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.root = root
+        self.setting = setting
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.crop_size = crop_size
+        self.scale = (int(scale[0]), int(scale[1]))
+        self.ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
+        self.cat_max_ratio = cat_max_ratio
+        default_train, default_val = DEFAULT_SPLITS[dataset]
+        self.train_split = train_split or default_train
+        self.val_split = val_split or default_val
+        self.test_split = test_split or self.val_split
+        self.eval_short_side = eval_short_side
+        self.synthetic = dict(synthetic or {})
+        self.train_set: SegDataset | None = None
+        self.val_set: SegDataset | None = None
+        self.test_set: SegDataset | None = None
+
+    # --- vocabulary -------------------------------------------------------------------
+    @property
+    def info(self) -> DatasetInfo:
+        """Class names and seen/unseen split of the dataset."""
+        return get_dataset_info(self.dataset)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """All class names, in id order (the validation/test vocabulary)."""
+        return self.info.class_names
+
+    @property
+    def seen_ids(self) -> tuple[int, ...]:
+        return self.info.seen_ids
+
+    @property
+    def unseen_ids(self) -> tuple[int, ...]:
+        return self.info.unseen_ids
+
+    @property
+    def train_class_ids(self) -> tuple[int, ...]:
+        """Dataset class ids of the training vocabulary: training label j is class ids[j]."""
+        return train_class_ids(self.info, self.setting)
+
+    # --- Lightning hooks --------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset if asked for and missing (writes files only)."""
+        marker = Path(self.root) / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+        if self.dataset == "synthetic" and not (marker / "val.txt").is_file():
+            write_synthetic_voc(self.root, **self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if stage in ("fit", None) and self.train_set is None:
+            pipeline = train_transform(
+                self.crop_size,
+                self.scale,
+                self.ratio_range,
+                self.cat_max_ratio,
+                label_lut=setting_label_lut(self.info, self.setting),
+            )
+            transform = SeededTransform(pipeline, rank=rank)
+            self.train_set = build_dataset(self.dataset, self.root, self.train_split, transform)
+        if stage in ("fit", "validate", None) and self.val_set is None:
+            self.val_set = build_dataset(self.dataset, self.root, self.val_split, eval_transform(self.eval_short_side))
+        if stage in ("test", None) and self.test_set is None:
+            self.test_set = build_dataset(
+                self.dataset, self.root, self.test_split, eval_transform(self.eval_short_side)
+            )
+
+    def _loader(self, dataset: SegDataset | None, stage: str, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else 1,  # eval images differ in size
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is not None and len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"{self.dataset} {self.train_split}: {len(self.train_set)} images, fewer than "
+                f"batch_size {self.batch_size} (drop_last would leave no batch)"
+            )
+        return self._loader(self.train_set, "fit", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, "validate", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test", train=False)

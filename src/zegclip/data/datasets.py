@@ -1,0 +1,288 @@
+"""Readers for the prepared on-disk layouts of the benchmarks (SPEC sec. 9).
+
+Each dataset returns ``{"image": uint8 H x W x 3 RGB, "label": uint8 H x W, "id": str}``
+with the label already *reduced* (VOC / Context-59: 0 -> 255, k -> k - 1; COCO-Stuff
+train ids as stored; 255 ignore). A ``transform`` (albumentations convention: called as
+``transform(image=..., mask=...)``, returning a dict with ``"image"`` and ``"mask"``) is
+applied to image and label when given.
+
+Every file of a split is checked for existence when the dataset is built (one directory
+listing per folder); decoding, sizes and label values are checked when a sample is read.
+Problems raise one `DatasetError` that names the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
+from zegclip.data.classes import DATASETS, DatasetInfo, get_dataset_info
+
+__all__ = [
+    "COCOStuffSeg",
+    "ContextSeg",
+    "SETTINGS",
+    "DatasetError",
+    "SegDataset",
+    "VOCSeg",
+    "build_dataset",
+    "read_image",
+    "read_label",
+    "setting_label_lut",
+    "train_class_ids",
+]
+
+Transform = Callable[..., dict[str, Any]]
+
+
+class DatasetError(ValueError):
+    """A prepared dataset is missing files or holds files of the wrong kind."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to uint8 RGB, H x W x 3 (OpenCV, as mmcv does)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # H x W x 3 BGR, EXIF-rotated
+    if image is None:
+        raise DatasetError(f"{path}: cannot decode image (expected a JPEG/PNG file)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Read a label PNG as class indices, uint8 H x W.
+
+    Palette ('P') PNGs give their indices, grayscale ('L') PNGs their values; colour
+    PNGs are refused because their pixels are colours, not class indices.
+    """
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode in ("RGB", "RGBA"):
+                raise DatasetError(
+                    f"{path}: this is a colour ({mode}) label; expected a palette ('P') or "
+                    "grayscale ('L') PNG whose pixel values are class indices. Convert colour "
+                    "masks to indices first (see zegclip.data.prepare)."
+                )
+            if mode not in ("P", "L"):
+                raise DatasetError(f"{path}: label PNG has mode {mode!r}; expected 'P' (palette) or 'L' (8-bit)")
+            return np.array(img, dtype=np.uint8)  # P -> palette indices, L -> values
+    except DatasetError:
+        raise
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: cannot read label PNG ({err})") from err
+
+
+def _list_stems(folder: Path, suffix: str) -> set[str]:
+    """Names in ``folder`` ending in ``suffix``, with the suffix removed (one listing)."""
+    if not folder.is_dir():
+        return set()
+    n = len(suffix)
+    return {e.name[:-n] for e in os.scandir(folder) if e.name.endswith(suffix)}
+
+
+def _read_id_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: split file not found (expected one image id per line)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DatasetError(f"{path}: folder not found (expected {what})")
+
+
+def _check_present(ids: list[str], folder: Path, suffix: str, what: str) -> None:
+    """Raise naming the first id of ``ids`` without ``folder/<id><suffix>``."""
+    present = _list_stems(folder, suffix)
+    missing = [i for i in ids if i not in present]
+    if missing:
+        raise DatasetError(
+            f"{folder / (missing[0] + suffix)}: {what} not found ({len(missing)} of {len(ids)} missing in {folder})"
+        )
+
+
+class SegDataset(Dataset):
+    """Base class: a list of (id, image path, label path) plus the label reduction.
+
+    Subclasses fill ``self.samples`` in ``__init__`` and call ``super().__init__``.
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[str, Path, Path]],
+        info: DatasetInfo,
+        transform: Transform | None = None,
+    ) -> None:
+        self.samples = samples
+        self.info = info
+        self.transform = transform
+        # raw value -> reduced id; `valid` marks raw values the dataset may hold
+        offset = 1 if info.reduce_zero_label else 0
+        self.num_raw = info.num_classes + offset
+        self.valid = np.zeros(256, dtype=bool)
+        self.valid[: self.num_raw] = True
+        self.valid[IGNORE_INDEX] = True
+        self.reduce_lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        self.reduce_lut[offset : self.num_raw] = np.arange(info.num_classes, dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def ids(self) -> list[str]:
+        """Image ids in dataset order."""
+        return [s[0] for s in self.samples]
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Read one sample, checked and reduced, without the transform."""
+        sample_id, image_path, label_path = self.samples[index]
+        image = read_image(image_path)  # H x W x 3 uint8
+        raw = read_label(label_path)  # H x W uint8
+        if raw.shape != image.shape[:2]:
+            raise DatasetError(
+                f"{label_path}: label is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image "
+                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
+            )
+        counts = np.bincount(raw.ravel(), minlength=256)
+        bad = np.flatnonzero((counts > 0) & ~self.valid)
+        if bad.size:
+            raise DatasetError(
+                f"{label_path}: label values {bad.tolist()} are outside the {self.info.name} "
+                f"classes; expected 0..{self.num_raw - 1} or {IGNORE_INDEX}"
+            )
+        return {"image": image, "label": self.reduce_lut[raw], "id": sample_id}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.load(index)
+        if self.transform is not None:
+            out = self.transform(image=sample["image"], mask=sample["label"])
+            sample["image"], sample["label"] = out["image"], out["mask"]
+        return sample
+
+
+class VOCSeg(SegDataset):
+    """PASCAL VOC 2012 (+ SBD aug), 20 classes without background.
+
+    Args:
+        root: folder holding ``VOCdevkit/``.
+        split: ``"train"`` (train.txt with SegmentationClass + aug.txt with
+            SegmentationClassAug: 10,582 images on the full data) or ``"val"``; any other
+            name reads ``ImageSets/Segmentation/<split>.txt`` with SegmentationClass.
+        transform: optional albumentations-style callable.
+        info: class list; defaults to VOC (the synthetic dataset passes its own).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transform: Transform | None = None,
+        info: DatasetInfo | None = None,
+    ) -> None:
+        base = Path(root) / "VOCdevkit" / "VOC2012"
+        _require_dir(base, "VOCdevkit/VOC2012 under the dataset root")
+        lists = base / "ImageSets" / "Segmentation"
+        parts = [(split, "SegmentationClass")]
+        if split == "train":
+            parts.append(("aug", "SegmentationClassAug"))
+        samples: list[tuple[str, Path, Path]] = []
+        for list_name, label_dir in parts:
+            ids = _read_id_list(lists / f"{list_name}.txt")
+            _check_present(ids, base / "JPEGImages", ".jpg", "image")
+            _check_present(ids, base / label_dir, ".png", "label")
+            samples += [(i, base / "JPEGImages" / f"{i}.jpg", base / label_dir / f"{i}.png") for i in ids]
+        super().__init__(samples, info or DATASETS["voc"], transform)
+
+
+class COCOStuffSeg(SegDataset):
+    """COCO-Stuff 164K with ``<id>_labelTrainIds.png`` labels (171 classes, no shift).
+
+    Args:
+        root: folder holding ``coco_stuff164k/``.
+        split: ``"train2017"`` / ``"val2017"`` (or ``"train"`` / ``"val"``).
+        transform: optional albumentations-style callable.
+    """
+
+    SPLIT_ALIASES = {"train": "train2017", "val": "val2017"}
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        split = self.SPLIT_ALIASES.get(split, split)
+        base = Path(root) / "coco_stuff164k"
+        _require_dir(base, "coco_stuff164k under the dataset root")
+        image_dir, label_dir = base / "images" / split, base / "annotations" / split
+        _require_dir(image_dir, f"the {split} images, <id>.jpg")
+        _require_dir(label_dir, f"the {split} labels, <id>_labelTrainIds.png")
+        ids = sorted(_list_stems(image_dir, ".jpg"))
+        if not ids:
+            raise DatasetError(f"{image_dir}: no .jpg images found")
+        _check_present(ids, label_dir, "_labelTrainIds.png", "label")
+        samples = [(i, image_dir / f"{i}.jpg", label_dir / f"{i}_labelTrainIds.png") for i in ids]
+        super().__init__(samples, DATASETS["coco_stuff"], transform)
+
+
+class ContextSeg(SegDataset):
+    """PASCAL Context, 59 classes without background (PNG 0..59 -> 255, 0..58).
+
+    Args:
+        root: folder holding ``VOCdevkit/``.
+        split: ``"train"`` or ``"val"`` (``ImageSets/SegmentationContext/<split>.txt``).
+        transform: optional albumentations-style callable.
+    """
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        base = Path(root) / "VOCdevkit" / "VOC2010"
+        _require_dir(base, "VOCdevkit/VOC2010 under the dataset root")
+        ids = _read_id_list(base / "ImageSets" / "SegmentationContext" / f"{split}.txt")
+        label_dir = base / "SegmentationClassContext"
+        _check_present(ids, base / "JPEGImages", ".jpg", "image")
+        _check_present(ids, label_dir, ".png", "label")
+        samples = [(i, base / "JPEGImages" / f"{i}.jpg", label_dir / f"{i}.png") for i in ids]
+        super().__init__(samples, DATASETS["context"], transform)
+
+
+def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None) -> SegDataset:
+    """Build the reader of benchmark ``name`` ("voc", "coco_stuff", "context", "synthetic")."""
+    info = get_dataset_info(name)
+    if name == "voc":
+        return VOCSeg(root, split, transform)
+    if name == "synthetic":  # written in the VOC 2012 layout by zegclip.data.synthetic
+        return VOCSeg(root, split, transform, info=info)
+    if name == "coco_stuff":
+        return COCOStuffSeg(root, split, transform)
+    if name == "context":
+        return ContextSeg(root, split, transform)
+    raise KeyError(f"no reader for dataset {name!r}")
+
+
+SETTINGS: tuple[str, ...] = ("inductive", "transductive", "fully")
+
+
+def train_class_ids(info: DatasetInfo, setting: str) -> tuple[int, ...]:
+    """Dataset class ids of the training vocabulary, in order (seen ids if inductive)."""
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
+    return info.seen_ids if setting == "inductive" else tuple(range(info.num_classes))
+
+
+def setting_label_lut(info: DatasetInfo, setting: str) -> np.ndarray:
+    """Lookup table (uint8, 256) from reduced dataset ids to training targets.
+
+    inductive: seen ids -> 0..S-1 in increasing id order, unseen -> 255;
+    transductive: ids unchanged, unseen -> HIDDEN_INDEX (254); fully: ids unchanged.
+    255 stays 255 in every setting.
+    """
+    if info.num_classes > HIDDEN_INDEX:
+        raise ValueError(f"{info.name}: {info.num_classes} classes do not fit below {HIDDEN_INDEX}")
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    ids = train_class_ids(info, setting)
+    lut[list(ids)] = np.arange(len(ids), dtype=np.uint8)
+    if setting == "transductive":
+        lut[list(info.unseen_ids)] = HIDDEN_INDEX
+    return lut

@@ -1,0 +1,212 @@
+"""Check a prepared dataset before training on it.
+
+Usage::
+
+    python -m zegclip.data.verify {voc,coco_stuff,context} --root DIR [--sample N]
+
+``--root`` is the prepare ``--out`` folder. Checks: every id of every split has an
+image and a label; on a sample of labels (fixed seed): single-channel index maps
+(not colour PNGs), values in the dataset's range, label size equal to image size,
+and a class histogram that looks like a segmentation dataset's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from zegclip.constants import IGNORE_INDEX
+from zegclip.data.classes import DATASETS
+from zegclip.data.prepare import PrepareError, dataset_items, setup_cli_logging, valid_label_values
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE = 200
+MIN_CLASSES = {"voc": 5, "context": 10, "coco_stuff": 20}
+"""Fewest distinct classes (background and 255 not counted) a full-size sample must show."""
+MIN_LABELS_FOR_HISTOGRAM = 50
+"""Below this many sampled labels the histogram checks only warn."""
+_EXAMPLES = 3
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_dataset` found."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    sampled: int = 0
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+
+
+def _examples(paths: Sequence[object]) -> str:
+    return ", ".join(str(p) for p in paths[:_EXAMPLES]) + (", ..." if len(paths) > _EXAMPLES else "")
+
+
+def colour_label_message(name: str, paths: Sequence[Path], mode: str) -> str:
+    """The problem reported for colour (RGB/RGBA) label PNGs."""
+    return (
+        f"{len(paths)} sampled label(s) are COLOUR images (mode {mode}), e.g. {_examples(paths)}: "
+        "labels must be single-channel class-index maps; a colour label read as indices was "
+        "the most common cause of near-zero mIoU. Fix: use the official VOC SegmentationClass "
+        "palette PNGs as they are (they read as indices) and the grayscale PNGs written by "
+        f"`python -m zegclip.data.prepare {name} --raw DIR --out DIR`; never re-save labels "
+        "as RGB."
+    )
+
+
+def _check_presence(items: dict[str, list[tuple[str, Path, Path]]], report: VerifyReport) -> None:
+    for split, rows in items.items():
+        report.split_sizes[split] = len(rows)
+        if not rows:
+            report.problems.append(f"{split}: the split is empty")
+            continue
+        for kind, col in (("image", 1), ("label", 2)):
+            lacking = [row[col] for row in rows if not row[col].is_file()]
+            if lacking:
+                report.problems.append(
+                    f"{split}: {len(lacking)} of {len(rows)} ids have no {kind}, e.g. {_examples(lacking)}"
+                )
+
+
+def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyReport) -> None:
+    valid = valid_label_values(name)
+    colour: dict[str, list[Path]] = {}
+    bad_mode: list[str] = []
+    bad_values: dict[int, list[Path]] = {}
+    bad_size: list[str] = []
+    for image_path, label_path in pairs:
+        with Image.open(label_path) as im:
+            mode = im.mode
+            label = np.asarray(im) if mode in ("L", "P") else None
+        if mode in ("RGB", "RGBA"):
+            colour.setdefault(mode, []).append(label_path)
+            continue
+        if label is None:
+            bad_mode.append(f"{label_path} ({mode})")
+            continue
+        with Image.open(image_path) as im:
+            width, height = im.size
+        if label.shape != (height, width):
+            bad_size.append(f"{label_path} {label.shape[1]}x{label.shape[0]} vs image {width}x{height}")
+        counts = np.bincount(label.ravel(), minlength=256)
+        for v in np.flatnonzero((counts > 0) & ~valid):
+            bad_values.setdefault(int(v), []).append(label_path)
+        report.histogram += counts
+    for mode, paths in colour.items():
+        report.problems.append(colour_label_message(name, paths, mode))
+    if bad_mode:
+        report.problems.append(
+            f"{len(bad_mode)} sampled label(s) are not 8-bit index maps (mode L or P): {_examples(bad_mode)}"
+        )
+    if bad_values:
+        allowed = "0..59" if name == "context" else f"0..{int(np.flatnonzero(valid[:255]).max())} or 255"
+        paths = sorted({p for ps in bad_values.values() for p in ps})
+        report.problems.append(
+            f"{len(paths)} sampled label(s) hold values outside {allowed} "
+            f"(values {sorted(bad_values)[:10]}), e.g. {_examples(paths)}"
+        )
+    if bad_size:
+        report.problems.append(
+            f"{len(bad_size)} sampled label(s) differ in size from their image: {_examples(bad_size)}"
+        )
+
+
+def _check_histogram(name: str, report: VerifyReport) -> None:
+    hist, total = report.histogram, int(report.histogram.sum())
+    if not total:
+        return
+    found = []
+    top = int(hist.argmax())
+    if hist[top] == total:
+        found.append(f"all {total} sampled label pixels have value {top}")
+    classes = np.flatnonzero(hist > 0)
+    first = 1 if DATASETS[name].reduce_zero_label else 0  # background is no class
+    classes = [int(c) for c in classes if c >= first and c != IGNORE_INDEX]
+    if len(classes) < MIN_CLASSES[name]:
+        found.append(
+            f"only {len(classes)} distinct classes in the sampled labels "
+            f"(expected at least {MIN_CLASSES[name]} for {name})"
+        )
+    small = report.sampled < MIN_LABELS_FOR_HISTOGRAM
+    for msg in found:
+        (report.warnings if small else report.problems).append(
+            msg + (f" (only {report.sampled} labels sampled)" if small else "")
+        )
+
+
+def verify_report(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> VerifyReport:
+    """Run every check on a prepared dataset and return the full report."""
+    report = VerifyReport()
+    try:
+        items = dataset_items(name, root)
+    except PrepareError as e:
+        report.problems.append(str(e))
+        return report
+    _check_presence(items, report)
+    pairs = sorted({(img, lab) for rows in items.values() for _i, img, lab in rows if img.is_file() and lab.is_file()})
+    if sample < len(pairs):
+        pairs = random.Random(0).sample(pairs, sample)
+    report.sampled = len(pairs)
+    _check_labels(name, pairs, report)
+    _check_histogram(name, report)
+    return report
+
+
+def verify_dataset(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> list[str]:
+    """Check a prepared dataset.
+
+    Args:
+        name: ``voc``, ``coco_stuff`` or ``context``.
+        root: The prepare ``--out`` folder (holding ``VOCdevkit/`` or ``coco_stuff164k/``).
+        sample: Labels to read (random, fixed seed; all if fewer).
+
+    Returns:
+        The problems found (empty if the dataset looks right). Soft findings on tiny
+        samples are logged as warnings.
+    """
+    report = verify_report(name, root, sample)
+    for msg in report.warnings:
+        logger.warning(msg)
+    return report.problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: prints a report; exit status 0 if all is well, else 1."""
+    parser = argparse.ArgumentParser(prog="python -m zegclip.data.verify", description="Check a prepared dataset.")
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--root", type=Path, required=True, help="the prepare --out folder")
+    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help="labels to read")
+    args = parser.parse_args(argv)
+    setup_cli_logging()
+    report = verify_report(args.dataset, args.root, args.sample)
+    print(f"{args.dataset} in {args.root}")
+    for split, n in report.split_sizes.items():
+        print(f"  {split}: {n} ids")
+    hist = report.histogram
+    if hist.sum():
+        top = np.argsort(hist)[::-1][:10]
+        share = ", ".join(f"{v}: {hist[v] / hist.sum():.1%}" for v in top if hist[v])
+        print(f"  {report.sampled} labels sampled; most frequent values: {share}")
+    for msg in report.warnings:
+        print(f"warning: {msg}")
+    if report.problems:
+        print(f"{len(report.problems)} problem(s):")
+        for msg in report.problems:
+            print(f"  - {msg}")
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

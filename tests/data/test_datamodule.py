@@ -1,0 +1,132 @@
+"""SegDataModule on the fake VOC data: batches per setting, vocabulary, workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers.fake_data import write_fake_voc
+from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
+from zegclip.data.datamodule import SegDataModule
+from zegclip.data.transforms import SeededTransform
+
+
+# fresh tiny datasets per test: several tests break them on purpose
+@pytest.fixture
+def fake_voc(tmp_path: Path) -> Path:
+    return write_fake_voc(tmp_path / "voc")
+
+
+# fake VOC train labels (reduced): 255 | 0..2 / 16 (sheep, unseen) | 255
+
+
+def make_dm(root: Path, setting: str, **kwargs) -> SegDataModule:
+    options = dict(
+        dataset="voc",
+        root=str(root),
+        setting=setting,
+        batch_size=2,
+        num_workers=0,
+        pin_memory=False,
+        crop_size=48,
+        scale=(80, 64),
+        ratio_range=(1.0, 1.0),
+        eval_short_side=32,
+    )
+    options.update(kwargs)
+    return SegDataModule(**options)
+
+
+def train_labels(dm: SegDataModule) -> set[int]:
+    values: set[int] = set()
+    for batch in dm.train_dataloader():
+        values |= set(batch["label"].unique().tolist())
+    return values
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("inductive", {0, 1, 2, IGNORE_INDEX}),  # unseen 16 -> 255
+        ("transductive", {0, 1, 2, HIDDEN_INDEX, IGNORE_INDEX}),  # unseen 16 -> 254
+        ("fully", {0, 1, 2, 16, IGNORE_INDEX}),
+    ],
+)
+def test_train_and_val_batches(fake_voc: Path, setting: str, expected: set[int]) -> None:
+    torch.manual_seed(0)
+    dm = make_dm(fake_voc, setting)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 48, 48) and batch["image"].dtype == torch.float32
+    assert batch["label"].shape == (2, 48, 48) and batch["label"].dtype == torch.int64
+    assert len(batch["id"]) == 2 and all(i.startswith("2007_") for i in batch["id"])
+    values = set()
+    for _ in range(4):  # a few epochs so every quadrant shows up in some crop
+        values |= train_labels(dm)
+    assert values == expected
+
+    val = next(iter(dm.val_dataloader()))  # image 4: 64 x 64, short side -> 32
+    assert val["image"].shape == (1, 3, 32, 32) and val["label"].shape == (1, 64, 64)
+    assert set(val["label"].unique().tolist()) == {1, 16, IGNORE_INDEX}  # all classes
+
+
+def test_vocabulary_properties(fake_voc: Path) -> None:
+    dm = make_dm(fake_voc, "inductive")
+    assert dm.class_names[0] == "aeroplane" and len(dm.class_names) == 20
+    assert dm.seen_ids == tuple(range(15)) and dm.unseen_ids == (15, 16, 17, 18, 19)
+    assert dm.train_class_ids == tuple(range(15))
+    assert make_dm(fake_voc, "transductive").train_class_ids == tuple(range(20))
+    assert dm.info.name == "voc"
+    with pytest.raises(ValueError, match="unknown setting"):
+        make_dm(fake_voc, "open")
+
+
+def test_val_images_keep_their_own_sizes(fake_voc: Path) -> None:
+    dm = make_dm(fake_voc, "fully", eval_short_side=48)
+    dm.setup("validate")
+    shapes = [(b["image"].shape[2:], b["label"].shape[1:]) for b in dm.val_dataloader()]
+    # image 4 is 64 x 64, image 5 is 48 x 96: short side 48 -> 48 x 48 and 48 x 96
+    assert shapes == [((48, 48), (64, 64)), ((48, 96), (48, 96))]
+
+
+def test_too_few_images_for_a_batch(fake_voc: Path) -> None:
+    dm = make_dm(fake_voc, "fully", batch_size=8)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        dm.train_dataloader()
+
+
+def test_synthetic_is_generated_in_prepare_data(tmp_path: Path) -> None:
+    dm = SegDataModule(
+        dataset="synthetic",
+        root=str(tmp_path / "syn"),
+        setting="inductive",
+        batch_size=2,
+        num_workers=0,
+        pin_memory=False,
+        crop_size=64,
+        scale=(128, 96),
+        eval_short_side=64,
+        synthetic={"num_train": 4, "num_val": 2, "size": 96},
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_set) == 4 and len(dm.val_set) == 2
+    assert dm.train_class_ids == (0, 1, 2, 3)
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch["label"].unique().tolist()) <= {0, 1, 2, 3, IGNORE_INDEX}
+
+
+def test_workers_draw_different_augmentations(fake_voc: Path) -> None:
+    """Forked workers must not repeat each other's random stream."""
+    dm = make_dm(fake_voc, "fully", num_workers=2, batch_size=1, ratio_range=(0.5, 2.0))
+    dm.setup("fit")
+    dm.train_set.samples = dm.train_set.samples[:1] * 8  # the same image 8 times
+    torch.manual_seed(0)
+    labels = [b["label"][0].numpy() for b in dm.train_dataloader()]
+    first_of_each_worker = labels[0], labels[1]  # batches alternate between workers
+    assert not np.array_equal(*first_of_each_worker)
+    assert isinstance(dm.train_set.transform, SeededTransform)
