@@ -1,4 +1,4 @@
-"""The model package must not pull in Lightning or Hydra (DESIGN rule 1)."""
+"""The model (and inference) must not pull in Lightning, Hydra or albumentations (DESIGN rule 1)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 
 def test_model_imports_without_lightning_or_hydra():
     code = (
-        "import sys, zegclip, zegclip.model, zegclip.data.classes;"
-        "bad = [m for m in ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf') if m in sys.modules];"
+        "import sys, zegclip, zegclip.model, zegclip.data.classes, zegclip.segmentation, zegclip.predict;"
+        "heavy = ('lightning', 'pytorch_lightning', 'hydra', 'omegaconf', 'albumentations');"
+        "bad = [m for m in heavy if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

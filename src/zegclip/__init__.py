@@ -1,28 +1,31 @@
 """zegclip: ZegCLIP zero-shot semantic segmentation with CLIP.
 
-Importing this package loads the model only (torch + open_clip); Lightning and Hydra
-are imported by the training entry points alone.
+Names load on first use, so ``import zegclip.metrics`` (say) does not import open_clip;
+nothing here imports Lightning or Hydra.
 """
 
-from zegclip.model import (
-    ENSEMBLE_TEMPLATES,
-    SINGLE_TEMPLATE,
-    ZegCLIP,
-    ZegCLIPOutput,
-    build_zegclip,
-    load_model,
-    load_official_checkpoint,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ENSEMBLE_TEMPLATES",
-    "SINGLE_TEMPLATE",
-    "ZegCLIP",
-    "ZegCLIPOutput",
-    "__version__",
-    "build_zegclip",
-    "load_model",
-    "load_official_checkpoint",
-]
+_EXPORTS = {
+    "ENSEMBLE_TEMPLATES": "zegclip.model",
+    "SINGLE_TEMPLATE": "zegclip.model",
+    "ZegCLIP": "zegclip.model",
+    "ZegCLIPOutput": "zegclip.model",
+    "build_zegclip": "zegclip.model",
+    "load_model": "zegclip.model",
+    "load_official_checkpoint": "zegclip.model",
+    "segment": "zegclip.segmentation",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,6 @@ import torch
 from tests.helpers.fake_data import write_fake_voc
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data.datamodule import SegDataModule
-from zegclip.data.transforms import SeededTransform
 
 
 # fresh tiny datasets per test: several tests break them on purpose
@@ -42,7 +42,7 @@ def make_dm(root: Path, setting: str, **kwargs) -> SegDataModule:
 
 def train_labels(dm: SegDataModule) -> set[int]:
     values: set[int] = set()
-    for batch in dm.train_dataloader():
+    for batch in itertools.islice(dm.train_dataloader(), 6):  # the training stream is endless
         values |= set(batch["label"].unique().tolist())
     return values
 
@@ -94,9 +94,8 @@ def test_val_images_keep_their_own_sizes(fake_voc: Path) -> None:
 
 def test_too_few_images_for_a_batch(fake_voc: Path) -> None:
     dm = make_dm(fake_voc, "fully", batch_size=8)
-    dm.setup("fit")
     with pytest.raises(ValueError, match="fewer than batch_size"):
-        dm.train_dataloader()
+        dm.setup("fit")
 
 
 def test_synthetic_is_generated_in_prepare_data(tmp_path: Path) -> None:
@@ -120,13 +119,24 @@ def test_synthetic_is_generated_in_prepare_data(tmp_path: Path) -> None:
     assert set(batch["label"].unique().tolist()) <= {0, 1, 2, 3, IGNORE_INDEX}
 
 
-def test_workers_draw_different_augmentations(fake_voc: Path) -> None:
-    """Forked workers must not repeat each other's random stream."""
-    dm = make_dm(fake_voc, "fully", num_workers=2, batch_size=1, ratio_range=(0.5, 2.0))
-    dm.setup("fit")
-    dm.train_set.samples = dm.train_set.samples[:1] * 8  # the same image 8 times
-    torch.manual_seed(0)
-    labels = [b["label"][0].numpy() for b in dm.train_dataloader()]
-    first_of_each_worker = labels[0], labels[1]  # batches alternate between workers
-    assert not np.array_equal(*first_of_each_worker)
-    assert isinstance(dm.train_set.transform, SeededTransform)
+def _stream_labels(dm: SegDataModule, count: int) -> list[np.ndarray]:
+    return [b["label"][0].numpy() for b in itertools.islice(dm.train_dataloader(), count)]
+
+
+def test_stream_is_independent_of_workers_and_resumes_exactly(fake_voc: Path) -> None:
+    """Every sample's order and augmentation depend on (seed, position) only."""
+    serial = make_dm(fake_voc, "fully", batch_size=1, ratio_range=(0.5, 2.0), seed=3)
+    serial.setup("fit")
+    serial.train_set.samples = serial.train_set.samples[:1] * 8  # the same image 8 times
+    reference = _stream_labels(serial, 8)
+    assert not all(np.array_equal(reference[0], other) for other in reference[1:])  # augmentations differ
+
+    workers = make_dm(fake_voc, "fully", batch_size=1, ratio_range=(0.5, 2.0), seed=3, num_workers=2)
+    workers.setup("fit")
+    workers.train_set.samples = workers.train_set.samples[:1] * 8
+    for a, b in zip(_stream_labels(workers, 8), reference, strict=True):
+        assert np.array_equal(a, b)
+
+    serial.consumed_samples = lambda: 5  # as after a resume at sample 5
+    for a, b in zip(_stream_labels(serial, 3), reference[5:], strict=True):
+        assert np.array_equal(a, b)

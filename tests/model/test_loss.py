@@ -69,7 +69,7 @@ def _num_masks_worker(rank, path, results):
 
 def test_num_masks_all_reduced_and_averaged(tmp_path):
     results = mp.Manager().dict()
-    mp.spawn(_num_masks_worker, args=(str(tmp_path / "rendezvous"), results), nprocs=2)
+    mp.start_processes(_num_masks_worker, args=(str(tmp_path / "rendezvous"), results), nprocs=2, start_method="spawn")
     assert dict(results) == {0: 4.5, 1: 4.5}  # (3 + 6) / 2 on every process
     assert global_num_masks(torch.tensor(0.0)).item() == 1.0  # clamped
 

@@ -1,50 +1,35 @@
 """Datasets, augmentation pipelines and the Lightning DataModule.
 
-``SegDataModule`` is imported lazily so that ``zegclip.data.classes`` / ``datasets`` /
-``transforms`` stay importable without Lightning.
+Submodules load lazily: ``zegclip.data.classes`` (names and splits) needs neither
+albumentations nor Lightning, so inference code can use it cheaply.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import Any
 
-from zegclip.data.classes import DATASETS, DatasetInfo, get_dataset_info
-from zegclip.data.datasets import (
-    COCOStuffSeg,
-    ContextSeg,
-    DatasetError,
-    VOCSeg,
-    build_dataset,
-    setting_label_lut,
-    train_class_ids,
-)
-from zegclip.data.synthetic import write_synthetic_voc
-from zegclip.data.transforms import eval_transform, train_transform
+_EXPORTS = {
+    "DATASETS": "classes",
+    "DatasetInfo": "classes",
+    "get_dataset_info": "classes",
+    "COCOStuffSeg": "datasets",
+    "ContextSeg": "datasets",
+    "DatasetError": "datasets",
+    "VOCSeg": "datasets",
+    "build_dataset": "datasets",
+    "setting_label_lut": "datasets",
+    "train_class_ids": "datasets",
+    "write_synthetic_voc": "synthetic",
+    "eval_transform": "transforms",
+    "train_transform": "transforms",
+    "SegDataModule": "datamodule",
+}
 
-if TYPE_CHECKING:
-    from zegclip.data.datamodule import SegDataModule
-
-__all__ = [
-    "DATASETS",
-    "COCOStuffSeg",
-    "ContextSeg",
-    "DatasetError",
-    "DatasetInfo",
-    "SegDataModule",
-    "VOCSeg",
-    "build_dataset",
-    "eval_transform",
-    "get_dataset_info",
-    "setting_label_lut",
-    "train_class_ids",
-    "train_transform",
-    "write_synthetic_voc",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "SegDataModule":
-        from zegclip.data.datamodule import SegDataModule
-
-        return SegDataModule
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"zegclip.data.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

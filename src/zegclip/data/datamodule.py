@@ -16,8 +16,9 @@ from zegclip.data.datasets import (
     setting_label_lut,
     train_class_ids,
 )
+from zegclip.data.samplers import SampleSeeded, ShardSampler, TrainStream
 from zegclip.data.synthetic import write_synthetic_voc
-from zegclip.data.transforms import SeededTransform, eval_transform, train_transform
+from zegclip.data.transforms import eval_transform, seed_pipeline, train_transform
 
 __all__ = ["DEFAULT_SPLITS", "SegDataModule"]
 
@@ -61,6 +62,15 @@ class SegDataModule(L.LightningDataModule):
         synthetic: keyword arguments of `write_synthetic_voc` (``num_train``, ``num_val``,
             ``size``, ``seed``, ``border``), used when ``dataset == "synthetic"`` and
             ``root`` holds no data yet.
+        seed: seed of the training stream (sample order and every sample's augmentation).
+
+    Training is an endless stream (`TrainStream`): the order and augmentation of every
+    sample are a function of ``seed`` and its position alone, so results do not depend
+    on the number of workers and a resumed run continues exactly where it stopped
+    (the stream starts after the samples already consumed, ``global_step`` x
+    ``accumulate_grad_batches`` x ``batch_size`` per process). Validation and test are
+    sharded over processes without padding (`ShardSampler`). Lightning must therefore
+    not insert its own samplers: build the Trainer with ``use_distributed_sampler=False``.
     """
 
     def __init__(
@@ -81,6 +91,7 @@ class SegDataModule(L.LightningDataModule):
         test_split: str | None = None,
         eval_short_side: int = 512,
         synthetic: dict[str, Any] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if dataset not in DEFAULT_SPLITS:
@@ -105,6 +116,7 @@ class SegDataModule(L.LightningDataModule):
         self.test_split = test_split or self.val_split
         self.eval_short_side = eval_short_side
         self.synthetic = dict(synthetic or {})
+        self.seed = seed
         self.train_set: SegDataset | None = None
         self.val_set: SegDataset | None = None
         self.test_set: SegDataset | None = None
@@ -140,8 +152,15 @@ class SegDataModule(L.LightningDataModule):
         if self.dataset == "synthetic" and not (marker / "val.txt").is_file():
             write_synthetic_voc(self.root, **self.synthetic)
 
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        if trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
+            raise ValueError("SegDataModule shards its data itself: set trainer.use_distributed_sampler=false")
+        return trainer.global_rank, trainer.world_size
+
     def setup(self, stage: str | None = None) -> None:
-        rank = self.trainer.global_rank if self.trainer is not None else 0
         if stage in ("fit", None) and self.train_set is None:
             pipeline = train_transform(
                 self.crop_size,
@@ -150,8 +169,12 @@ class SegDataModule(L.LightningDataModule):
                 self.cat_max_ratio,
                 label_lut=setting_label_lut(self.info, self.setting),
             )
-            transform = SeededTransform(pipeline, rank=rank)
-            self.train_set = build_dataset(self.dataset, self.root, self.train_split, transform)
+            self.train_set = build_dataset(self.dataset, self.root, self.train_split, pipeline)
+            if len(self.train_set) < self.batch_size:
+                raise ValueError(
+                    f"{self.dataset} {self.train_split}: {len(self.train_set)} images, fewer than "
+                    f"batch_size {self.batch_size}"
+                )
         if stage in ("fit", "validate", None) and self.val_set is None:
             self.val_set = build_dataset(self.dataset, self.root, self.val_split, eval_transform(self.eval_short_side))
         if stage in ("test", None) and self.test_set is None:
@@ -159,29 +182,42 @@ class SegDataModule(L.LightningDataModule):
                 self.dataset, self.root, self.test_split, eval_transform(self.eval_short_side)
             )
 
-    def _loader(self, dataset: SegDataset | None, stage: str, train: bool) -> DataLoader:
+    def _loader(self, dataset: SegDataset | None, stage: str, sampler, batch_size: int) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else 1,  # eval images differ in size
-            shuffle=train,
-            drop_last=train,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
 
+    def consumed_samples(self) -> int:
+        """Training samples this process consumed before now (non-zero after a resume)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
+
     def train_dataloader(self) -> DataLoader:
-        if self.train_set is not None and len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"{self.dataset} {self.train_split}: {len(self.train_set)} images, fewer than "
-                f"batch_size {self.batch_size} (drop_last would leave no batch)"
-            )
-        return self._loader(self.train_set, "fit", train=True)
+        if self.train_set is None:
+            raise RuntimeError("call setup('fit') before asking for its dataloader")
+        rank, world = self._rank_world()
+        stream = TrainStream(len(self.train_set), seed=self.seed, rank=rank, world=world, start=self.consumed_samples())
+        pipeline = self.train_set.transform
+        keyed = SampleSeeded(self.train_set, lambda seed: seed_pipeline(pipeline, seed))
+        return self._loader(keyed, "fit", stream, self.batch_size)
+
+    def _eval_loader(self, dataset: SegDataset | None, stage: str) -> DataLoader:
+        rank, world = self._rank_world()
+        sampler = ShardSampler(len(dataset), rank=rank, world=world) if dataset is not None else None
+        return self._loader(dataset, stage, sampler, 1)  # batch 1: eval images differ in size
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, "validate", train=False)
+        return self._eval_loader(self.val_set, "validate")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", train=False)
+        return self._eval_loader(self.test_set, "test")

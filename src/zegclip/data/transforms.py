@@ -372,6 +372,13 @@ def eval_transform(short_side: int = 512, *, normalize: bool = True) -> A.Compos
     return A.Compose(steps, p=1.0)
 
 
+def seed_pipeline(transform: A.BaseCompose, seed: int, rank: int = 0) -> None:
+    """Replace a Compose's numpy and Python generators by ones seeded from (seed, rank)."""
+    seq = np.random.SeedSequence([seed % 2**64, rank])
+    py_seed = int(seq.generate_state(2, dtype=np.uint64)[1])
+    transform.set_random_state(np.random.default_rng(seq), random.Random(py_seed))
+
+
 class SeededTransform:
     """Wrap a Compose so each process/worker draws its own reproducible random stream.
 
@@ -387,9 +394,7 @@ class SeededTransform:
 
     def reseed(self, seed: int) -> None:
         """Seed the wrapped pipeline from ``seed`` and this wrapper's rank."""
-        seq = np.random.SeedSequence([seed % 2**64, self.rank])
-        py_seed = int(seq.generate_state(2, dtype=np.uint64)[1])
-        self.transform.set_random_state(np.random.default_rng(seq), random.Random(py_seed))
+        seed_pipeline(self.transform, seed, self.rank)
         self._seeded_from = seed
 
     def __call__(self, **data: Any) -> dict[str, Any]:

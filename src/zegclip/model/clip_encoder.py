@@ -7,6 +7,7 @@ We wrap open_clip's ``VisionTransformer`` and call its own modules (``conv1``,
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from pathlib import Path
@@ -134,12 +135,13 @@ def load_clip(
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resize a square (1 + g*g) x W positional embedding to (1 + h*w) x W."""
     cls_pos, spatial = pos_embed[:1], pos_embed[1:]
-    old = int(round(spatial.shape[0] ** 0.5))
+    # int() everywhere: under the ONNX tracer shapes are tensors
+    old, grid = math.isqrt(int(spatial.shape[0])), (int(grid[0]), int(grid[1]))
     if old * old != spatial.shape[0]:
         raise ValueError(f"positional embedding of {spatial.shape[0]} patches is not a square grid")
-    if (old, old) == tuple(grid):
+    if (old, old) == grid:
         return pos_embed
-    width = spatial.shape[-1]
+    width = int(spatial.shape[-1])
     # (g*g) x W -> 1 x W x g x g -> 1 x W x h x w -> (h*w) x W
     spatial = spatial.reshape(1, old, old, width).permute(0, 3, 1, 2)
     spatial = F.interpolate(spatial, size=grid, mode="bilinear", align_corners=False)
@@ -209,6 +211,22 @@ class PromptedVisionEncoder(nn.Module):
             dropout=prompt_dropout,
         )
         self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
+        self.matmul_dtype = torch.float32
+
+    def cast_frozen_matmuls(self, dtype: torch.dtype) -> None:
+        """Store the frozen blocks' matmul weights (attention and MLP) in ``dtype``.
+
+        Under autocast, frozen fp32 weights are re-cast on every call (autocast caches
+        only weights that require grad); stored once in bf16 they are used as they are.
+        Norms, embeddings and the projection stay fp32. Needs autocast to run.
+        """
+        for module in self.visual.transformer.modules():
+            if isinstance(module, nn.Linear):
+                module.to(dtype)
+            elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+                module.in_proj_weight.data = module.in_proj_weight.data.to(dtype)
+                module.in_proj_bias.data = module.in_proj_bias.data.to(dtype)
+        self.matmul_dtype = dtype
 
     def train(self, mode: bool = True) -> PromptedVisionEncoder:
         super().train(mode)
@@ -230,6 +248,11 @@ class PromptedVisionEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images B x 3 x H x W -> (global B x D, patches B x D x h x w), both L2-normalised."""
+        if self.matmul_dtype != torch.float32 and not torch.is_autocast_enabled(images.device.type):
+            raise RuntimeError(
+                f"the frozen CLIP weights are stored in {self.matmul_dtype}; run the model under "
+                "torch.autocast (Lightning: trainer.precision=bf16-mixed)"
+            )
         x, (h, w) = self.embed(images)
         B, N = x.shape[0], self.prompts.num_tokens
         for i, block in enumerate(self.visual.transformer.resblocks):
@@ -239,7 +262,8 @@ class PromptedVisionEncoder(nn.Module):
             x = run_block(block, torch.cat([x[:, :1], prompts, rest], dim=1))  # B x (1 + N + h*w) x W
         # prompt outputs are discarded; the norms act per token, so drop them first
         x = torch.cat([x[:, :1], x[:, 1 + N :]], dim=1)
-        x = self.visual.ln_post(self.prompt_norm(x)) @ self.visual.proj  # B x (1 + h*w) x D
+        with torch.autocast(x.device.type, enabled=False):  # outputs in fp32 under any precision
+            x = self.visual.ln_post(self.prompt_norm(x.float())) @ self.visual.proj  # B x (1 + h*w) x D
         global_embed = F.normalize(x[:, 0], dim=-1)  # B x D
         patches = x[:, 1:].transpose(1, 2).reshape(B, -1, h, w)  # B x D x h x w
         return global_embed, F.normalize(patches, dim=1)

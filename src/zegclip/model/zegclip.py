@@ -83,9 +83,11 @@ class ZegCLIP(nn.Module):
 
     def forward(self, images: torch.Tensor, class_embeddings: torch.Tensor) -> ZegCLIPOutput:
         """Normalised images B x 3 x H x W and class embeddings C x D -> mask logits."""
-        global_embed, patch_embeds = self.image_encoder(images)  # B x D, B x D x h x w
-        queries = self.relationship(class_embeddings.to(global_embed.dtype), global_embed)
-        layer_logits = self.decoder(queries, patch_embeds)  # each B x C x h x w
+        global_embed, patch_embeds = self.image_encoder(images)  # B x D, B x D x h x w (fp32)
+        # the decoder is small: run it in fp32 under any autocast so scores stay exact
+        with torch.autocast(images.device.type, enabled=False):
+            queries = self.relationship(class_embeddings.float(), global_embed)  # B x C x D
+            layer_logits = self.decoder(queries, patch_embeds)  # each B x C x h x w
         return ZegCLIPOutput(layer_logits[-1], layer_logits, global_embed, patch_embeds)
 
     @torch.no_grad()

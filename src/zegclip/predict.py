@@ -1,0 +1,322 @@
+"""Command line: segment image files with a ZegCLIP checkpoint and an open vocabulary.
+
+Example::
+
+    zegclip-predict photos/ --checkpoint ZegCLIP_voc.pth --classes "cat; grass, lawn; sky" --output out/
+
+Writes, per image, ``<stem>.png`` (palette label map at the original size),
+``<stem>_overlay.jpg`` (image blended with the colours, legend of the classes present)
+and one JSON line in ``predictions.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from zegclip.data.classes import DATASETS
+from zegclip.model import CheckpointError, CLIPLoadError, ZegCLIP, load_model
+from zegclip.model.zegclip import zegclip_tiny
+from zegclip.segmentation import (
+    PRECISIONS,
+    ImageReadError,
+    SegmentResult,
+    Vocabulary,
+    VocabularyError,
+    load_image,
+    parse_vocabulary,
+    resolve_device,
+    seen_mask,
+    segment_batch,
+)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+class UsageError(Exception):
+    """A problem with the command line or its configuration (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image and the output stem (relative to the output folder) for it."""
+
+    image: Path
+    stem: Path
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def collect_jobs(inputs: Sequence[str]) -> list[Job]:
+    """Expand files, folders (recursive) and glob patterns into jobs with unique output stems.
+
+    Raises:
+        UsageError: an input neither exists nor matches anything.
+    """
+    found: list[tuple[Path, Path]] = []  # (image, name relative to the output folder)
+    for spec in inputs:
+        path = Path(spec)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p))
+            if not images:
+                raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {spec}")
+            found += [(p, p.relative_to(path)) for p in images]
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        elif glob.has_magic(spec):
+            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+            images = [p for p in matches if p.is_file() and _is_image(p)]
+            if not images:
+                raise UsageError(f"no images match {spec!r}")
+            found += [(p, Path(p.name)) for p in images]
+        else:
+            raise UsageError(f"input not found: {spec}")
+    jobs, used, done = [], set(), set()
+    for image, rel in found:
+        key = image.resolve()
+        if key in done:  # the same file named twice
+            continue
+        done.add(key)
+        stem = rel.with_suffix("")
+        candidate, n = stem, 1
+        while str(candidate).lower() in used:  # a.jpg and a.png, or same names from two folders
+            n += 1
+            candidate = stem.with_name(f"{stem.name}_{n}")
+        used.add(str(candidate).lower())
+        jobs.append(Job(image, candidate))
+    return jobs
+
+
+def parse_seen(spec: str | None, vocabulary: Vocabulary) -> list[str] | None:
+    """``--seen``: names separated by ``;`` or ``,``, or a dataset name (its seen classes)."""
+    if spec is None:
+        return None
+    if spec.strip() in DATASETS:
+        info = DATASETS[spec.strip()]
+        names = [info.class_names[i] for i in info.seen_ids]
+    else:
+        names = [n.strip() for n in spec.replace(";", ",").split(",") if n.strip()]
+    seen_mask(vocabulary, names)  # raises for names outside the vocabulary
+    return names
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def palette(num_colors: int = 256) -> np.ndarray:
+    """A fixed palette, num_colors x 3 uint8: the PASCAL VOC bit-interleaved colours, black skipped."""
+    colors = np.zeros((num_colors, 3), dtype=np.uint8)
+    for i in range(num_colors):
+        code, rgb = i + 1, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((code >> channel) & 1) << (7 - bit)
+            code >>= 3
+        colors[i] = rgb
+    return colors
+
+
+def label_image(labels: np.ndarray) -> Image.Image:
+    """H x W class indices -> palette PNG image (16-bit grey beyond 256 classes)."""
+    if labels.max(initial=0) < 256:
+        image = Image.fromarray(labels.astype(np.uint8), mode="P")
+        image.putpalette(palette().ravel().tolist())
+        return image
+    return Image.fromarray(labels.astype(np.uint16))
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def overlay_image(image: np.ndarray, result: SegmentResult, alpha: float = 0.5) -> Image.Image:
+    """The image blended with the class colours, with a legend panel on the right."""
+    colors = palette(max(256, len(result.class_names)))
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colors[result.labels].astype(np.float32)
+    picture = Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
+    areas = result.areas()
+    font = _font(max(12, min(picture.size) // 30))
+    line = font.getbbox("Ag")[3] + 6
+    lines = [f"{name}  {area:.1f}%" for name, area in areas.items()]
+    text_width = max(int(font.getlength(text)) for text in lines)
+    panel_w, panel_h = text_width + line + 16, line * len(lines) + 10
+    canvas = Image.new("RGB", (picture.width + panel_w, max(picture.height, panel_h)), "white")
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    index = {name: c for c, name in enumerate(result.class_names)}
+    for row, (name, text) in enumerate(zip(areas, lines, strict=True)):
+        x, y = picture.width + 6, 5 + row * line
+        draw.rectangle((x, y + 2, x + line - 6, y + line - 4), fill=tuple(int(v) for v in colors[index[name]]))
+        draw.text((x + line, y), text, fill="black", font=font)
+    return canvas
+
+
+def _save_atomic(image: Image.Image, path: Path, fmt: str, **kwargs) -> None:
+    """Write to a temporary name next to ``path``, then rename (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        image.save(tmp, format=fmt, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Path) -> dict:
+    """Label PNG, overlay JPEG, then the JSON line (last, so a listed image is complete)."""
+    label_path = output / job.stem.with_name(job.stem.name + ".png")
+    overlay_path = output / job.stem.with_name(job.stem.name + "_overlay.jpg")
+    _save_atomic(label_image(result.labels), label_path, "PNG")
+    _save_atomic(overlay_image(image, result), overlay_path, "JPEG", quality=90)
+    record = {
+        "image": str(job.image),
+        "label_png": str(label_path.relative_to(output)),
+        "overlay": str(overlay_path.relative_to(output)),
+        "classes": result.class_names,
+        "areas": {name: round(area, 4) for name, area in result.areas().items()},
+    }
+    with open(output / PREDICTIONS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line options."""
+    parser = argparse.ArgumentParser(
+        prog="zegclip-predict",
+        description="Segment images with ZegCLIP and a vocabulary of your choice.",
+        epilog='example: zegclip-predict photos/ --checkpoint ZegCLIP_voc.pth --classes "cat; grass, lawn" -o out/',
+    )
+    parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="ZegCLIP.save file, training .ckpt, or the authors' .pth")
+    source.add_argument("--tiny", action="store_true", help="tiny random model (demos and tests; meaningless masks)")
+    parser.add_argument(
+        "--classes",
+        required=True,
+        help='"cat; grass, lawn; sky" (";" between classes, "," between synonyms), a text file '
+        "(one class per line), or a dataset name: " + ", ".join(sorted(DATASETS)),
+    )
+    parser.add_argument("--templates", default="single", choices=["single", "ensemble"], help="prompt templates")
+    parser.add_argument(
+        "--seen", help="classes the model was trained on (scores -0.1, inductive models), or a dataset name"
+    )
+    parser.add_argument("--mode", default="slide", choices=["slide", "whole"], help="sliding window or whole image")
+    parser.add_argument(
+        "--short-side", type=int, default=512, help="resize so the short side is this (paper: 512; 0: keep size)"
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="crops per forward: windows (slide) or same-size images (whole)"
+    )
+    parser.add_argument("--output", "-o", required=True, help="output folder")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> ZegCLIP:
+    if args.tiny:
+        torch.manual_seed(0)
+        return zegclip_tiny()
+    try:
+        return load_model(args.checkpoint, map_location="cpu")
+    except (KeyError, TypeError) as err:  # a ZegCLIP-like file whose weights or config do not fit
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise UsageError(f"{args.checkpoint}: cannot build a ZegCLIP from this checkpoint ({message})") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input; returns the exit code (0 all done, 1 some failed)."""
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if args.short_side < 0:
+        raise UsageError("--short-side must be positive (or 0 to keep the image size)")
+    jobs = collect_jobs(args.images)
+    vocabulary = parse_vocabulary(args.classes)
+    seen = parse_seen(args.seen, vocabulary)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} exists and is not a folder")
+    device = str(args.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but CUDA is not available")
+    model = _load(args)
+    device = resolve_device(device, model)
+    output.mkdir(parents=True, exist_ok=True)
+    start, done, failed = time.perf_counter(), 0, 0
+    chunk = args.batch_size if args.mode == "whole" else 1
+    with tqdm(total=len(jobs), unit="img", desc="zegclip") as bar:
+        for first in range(0, len(jobs), chunk):
+            loaded = []
+            for job in jobs[first : first + chunk]:
+                try:
+                    loaded.append((job, load_image(job.image)))
+                except ImageReadError as err:
+                    failed += 1
+                    bar.write(f"error: {err}", file=sys.stderr)
+                    bar.update()
+            results = segment_batch(
+                model,
+                [image for _, image in loaded],
+                vocabulary,
+                templates=args.templates,
+                seen=seen,
+                mode=args.mode,
+                short_side=args.short_side or None,
+                device=device,
+                precision=args.precision,
+                batch_size=args.batch_size,
+                keep_scores=False,
+            )
+            for (job, image), result in zip(loaded, results, strict=True):
+                try:
+                    write_outputs(job, image, result, output)
+                    done += 1
+                except OSError as err:
+                    failed += 1
+                    bar.write(f"error: cannot write outputs for {job.image}: {err}", file=sys.stderr)
+                bar.update()
+    seconds = time.perf_counter() - start
+    print(
+        f"done {done} image(s), failed {failed}, {seconds:.1f} s; outputs in {output} ({PREDICTIONS_FILE})",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``zegclip-predict`` / ``python -m zegclip.predict``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, VocabularyError, CheckpointError, CLIPLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
