@@ -98,9 +98,9 @@ def _capture_block_inputs(encoder, images, monkeypatch):
     inputs, outputs = [], []
     original = clip_encoder.run_block
 
-    def spy(block, x):
+    def spy(block, x, folded_mlp=None):
         inputs.append(x.detach().clone())
-        out = original(block, x)
+        out = original(block, x, folded_mlp)
         outputs.append(out.detach().clone())
         return out
 
@@ -113,8 +113,15 @@ def _capture_block_inputs(encoder, images, monkeypatch):
 
 def test_run_block_equals_open_clip_block(tiny_model):
     block = tiny_model.image_encoder.visual.transformer.resblocks[0]
+    folded = clip_encoder.FoldedQuickGELU()
+    assert folded.applies(block.mlp)  # the tiny CLIP uses QuickGELU, like OpenAI's
     x = torch.randn(2, 9, 64)
+    assert torch.allclose(clip_encoder.run_block(block, x, folded), block(x), atol=1e-5)
     assert torch.allclose(clip_encoder.run_block(block, x), block(x), atol=1e-5)
+    # new weights (as load_state_dict writes them) refresh the folded copies
+    with torch.no_grad():
+        block.mlp.c_fc.weight.mul_(2.0)
+    assert torch.allclose(clip_encoder.run_block(block, x, folded), block(x), atol=1e-5)
 
 
 def test_token_order_embedding_quirk_and_prompt_replacement(tiny_model, monkeypatch):

@@ -16,7 +16,7 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
 from zegclip.model.prompts import DeepPrompts
@@ -149,13 +149,52 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Te
     return torch.cat([cls_pos, spatial], dim=0)
 
 
-def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+QUICK_GELU_SCALE = 1.702
+
+
+class FoldedQuickGELU:
+    """QuickGELU MLPs rewritten with one fused SiLU, weights folded once and cached.
+
+    x * sigmoid(1.702 x) = silu(1.702 x) / 1.702, so c_proj(quick_gelu(c_fc(x))) equals
+    linear(silu(linear(x, 1.702 W1, 1.702 b1)), W2 / 1.702, b2): one elementwise pass
+    instead of three, forward and backward. The folded copies are rebuilt whenever the
+    CLIP weights change (load_state_dict, dtype or device moves).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+
+    @staticmethod
+    def applies(mlp: nn.Module) -> bool:
+        return (
+            isinstance(mlp, nn.Sequential)
+            and isinstance(getattr(mlp, "gelu", None), QuickGELU)
+            and isinstance(getattr(mlp, "c_fc", None), nn.Linear)
+            and isinstance(getattr(mlp, "c_proj", None), nn.Linear)
+            and mlp.c_fc.bias is not None
+            and not any(p.requires_grad for p in mlp.parameters())
+        )
+
+    def __call__(self, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        fc, proj = mlp.c_fc, mlp.c_proj
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight))
+        cached = self._cache.get(id(mlp))
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                folded = (fc.weight * QUICK_GELU_SCALE, fc.bias * QUICK_GELU_SCALE, proj.weight / QUICK_GELU_SCALE)
+            self._cache[id(mlp)] = cached = (key, folded)
+        w1, b1, w2 = cached[1]
+        return F.linear(F.silu(F.linear(x, w1, b1)), w2, proj.bias)
+
+
+def run_block(block: nn.Module, x: torch.Tensor, folded_mlp: FoldedQuickGELU | None = None) -> torch.Tensor:
     """One open_clip residual attention block on B x T x W tokens, attention through SDPA.
 
     The same maths as ``block(x)``, but with fused scaled-dot-product attention and no
     sequence-first round trips: nn.MultiheadAttention's inference fast path materialises
     every T x T attention matrix, which costs a third of the encoder's time and, in
-    training, most of its activation memory. Blocks of another kind run their own forward.
+    training, most of its activation memory. QuickGELU MLPs run folded (`FoldedQuickGELU`).
+    Blocks of another kind run their own forward.
     """
     attn = getattr(block, "attn", None)
     if (
@@ -171,7 +210,11 @@ def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     q, k, v = qkv.view(B, T, 3, attn.num_heads, W // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
     out = F.scaled_dot_product_attention(q, k, v)  # B x heads x T x d
     x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(B, T, W)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    mlp = block.mlp
+    hidden = block.ln_2(x)
+    if folded_mlp is not None and FoldedQuickGELU.applies(mlp):
+        return x + block.ls_2(folded_mlp(mlp, hidden))
+    return x + block.ls_2(mlp(hidden))
 
 
 class PromptedVisionEncoder(nn.Module):
@@ -212,6 +255,7 @@ class PromptedVisionEncoder(nn.Module):
         )
         self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
         self.matmul_dtype = torch.float32
+        self.folded_mlp = FoldedQuickGELU()
 
     def cast_frozen_matmuls(self, dtype: torch.dtype) -> None:
         """Store the frozen blocks' matmul weights (attention and MLP) in ``dtype``.
@@ -259,7 +303,7 @@ class PromptedVisionEncoder(nn.Module):
             prompts = self.prompts(i, B).to(x.dtype)  # B x N x W
             # layer 0: insert after cls; later layers: replace the previous block's prompts
             rest = x[:, 1:] if i == 0 else x[:, 1 + N :]
-            x = run_block(block, torch.cat([x[:, :1], prompts, rest], dim=1))  # B x (1 + N + h*w) x W
+            x = run_block(block, torch.cat([x[:, :1], prompts, rest], dim=1), self.folded_mlp)  # B x (1+N+h*w) x W
         # prompt outputs are discarded; the norms act per token, so drop them first
         x = torch.cat([x[:, :1], x[:, 1 + N :]], dim=1)
         with torch.autocast(x.device.type, enabled=False):  # outputs in fp32 under any precision

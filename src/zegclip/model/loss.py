@@ -28,17 +28,6 @@ def global_num_masks(local: torch.Tensor) -> torch.Tensor:
     return num.clamp(min=1.0)
 
 
-def sigmoid_focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.25, gamma: float = 2.0
-) -> torch.Tensor:
-    """Per-pixel focal loss, same shape as ``logits``."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return alpha_t * ce * (1 - p_t) ** gamma
-
-
 class ZegCLIPCriterion(nn.Module):
     """100 x focal (all classes, all pixels) + 1 x dice (classes present), / num_masks.
 
@@ -74,17 +63,28 @@ class ZegCLIPCriterion(nn.Module):
             )
         logits = upsample(mask_logits, labels.shape[-2:]).float().flatten(2)  # B x C x HW
         classes = torch.arange(C, device=labels.device).view(1, C, 1)
-        targets = (labels.flatten(1).unsqueeze(1) == classes).to(logits.dtype)  # B x C x HW
-        present = targets.amax(dim=-1)  # B x C, 1 where the class is in the image
+        target = labels.flatten(1).unsqueeze(1) == classes  # B x C x HW, bool one-hot
+        num_pixels = logits.shape[-1]
+        positives = target.sum(-1).float()  # B x C: |t|
+        present = positives > 0  # the class is in the image
         num_masks = global_num_masks(present.sum())
 
-        focal = sigmoid_focal_loss(logits, targets, alpha=self.alpha, gamma=self.gamma)
-        loss_focal = focal.mean(-1).sum() / num_masks
+        # s is the logit of the wrong answer, so BCE = softplus(s) and 1 - p_t = sigmoid(s):
+        # the focal term is alpha_t * sigmoid(s) ** gamma * softplus(s), in few passes over memory
+        s = torch.where(target, -logits, logits)
+        wrong = torch.sigmoid(s)  # 1 - p_t
+        focal = F.softplus(s) * (wrong.square() if self.gamma == 2 else wrong.pow(self.gamma))
+        focal_pos = torch.where(target, focal, 0.0).sum(-1)  # B x C
+        focal_neg = focal.sum(-1) - focal_pos
+        focal = (self.alpha * focal_pos + (1 - self.alpha) * focal_neg) / num_pixels  # mean over pixels
+        loss_focal = focal.sum() / num_masks
 
-        prob = logits.sigmoid()
-        numerator = 2 * (prob * targets).sum(-1) + 1
-        denominator = prob.sum(-1) + targets.sum(-1) + 1
-        loss_dice = ((1 - numerator / denominator) * present).sum() / num_masks
+        # dice with p = sigmoid(logit): sum(p*t) = |t| - sum_t(wrong), sum(p) = sum(wrong) + |t| - 2 sum_t(wrong)
+        wrong_pos = torch.where(target, wrong, 0.0).sum(-1)
+        intersection = positives - wrong_pos
+        prob_sum = wrong.sum(-1) + positives - 2 * wrong_pos
+        dice = 1 - (2 * intersection + 1) / (prob_sum + positives + 1)
+        loss_dice = (dice * present).sum() / num_masks
 
         loss_focal = self.focal_weight * loss_focal
         loss_dice = self.dice_weight * loss_dice
