@@ -14,6 +14,7 @@ from pathlib import Path  # noqa: E402
 import open_clip  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from zegclip.model import TINY_CLIP, ZegCLIP, build_zegclip  # noqa: E402
 from zegclip.model.clip_encoder import load_clip  # noqa: E402
@@ -47,3 +48,30 @@ def make_tiny_model(tiny_clip_file: Path) -> Callable[..., ZegCLIP]:
 @pytest.fixture
 def tiny_model(make_tiny_model: Callable[..., ZegCLIP]) -> ZegCLIP:
     return make_tiny_model()
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path):
+    """Compose ``conf/<name>.yaml`` as the entry points do, with outputs under ``tmp_path``."""
+    from hydra import compose, initialize_config_dir
+
+    from zegclip.config import CONFIG_DIR
+
+    def make(name: str = "train", overrides: list[str] = ()) -> DictConfig:
+        base = [f"paths.output_dir={tmp_path / 'out'}", f"paths.data_dir={tmp_path / 'data'}"]
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name=name, overrides=[*base, *overrides])
+
+    return make
+
+
+TINY_DEMO = [
+    "experiment=demo",
+    "trainer.enable_progress_bar=false",
+    "data.synthetic.num_train=8",
+    "data.synthetic.num_val=3",
+    "data.synthetic.size=96",
+    "data.batch_size=4",
+    "global_batch_size=4",
+]
+"""Overrides that shrink the demo experiment to seconds."""

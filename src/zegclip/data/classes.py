@@ -397,4 +397,6 @@ SYNTHETIC_CLASSES: tuple[str, ...] = (
 """Classes of the generated demo dataset (`zegclip.data.synthetic`), raw label k + 1."""
 SYNTHETIC_UNSEEN: tuple[int, ...] = (4, 5)
 
+DATASETS["context60"] = DatasetInfo("context60", ("background", *CONTEXT_CLASSES), (), reduce_zero_label=False)
+"""Context with background as class 0: only for cross-dataset evaluation (SPEC sec. 9)."""
 DATASETS["synthetic"] = DatasetInfo("synthetic", SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN, reduce_zero_label=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from zegclip.data.classes import DatasetInfo, get_dataset_info
@@ -26,6 +27,7 @@ DEFAULT_SPLITS: dict[str, tuple[str, str]] = {
     "voc": ("train", "val"),  # train = train.txt + aug.txt (10,582)
     "coco_stuff": ("train2017", "val2017"),
     "context": ("train", "val"),
+    "context60": ("train", "val"),
     "synthetic": ("train", "val"),
 }
 """(train split, validation split) per dataset."""
@@ -193,6 +195,9 @@ class SegDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            # its own generator: creating an iterator must not draw from the global RNG,
+            # or a resumed run's dropout masks would drift from an uninterrupted run's
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def consumed_samples(self) -> int:

@@ -228,7 +228,8 @@ class COCOStuffSeg(SegDataset):
 
 
 class ContextSeg(SegDataset):
-    """PASCAL Context, 59 classes without background (PNG 0..59 -> 255, 0..58).
+    """PASCAL Context, 59 classes without background (PNG 0..59 -> 255, 0..58); with
+    ``info=DATASETS["context60"]`` the 60-class variant (background = class 0, no shift).
 
     Args:
         root: folder holding ``VOCdevkit/``.
@@ -236,7 +237,9 @@ class ContextSeg(SegDataset):
         transform: optional albumentations-style callable.
     """
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+    def __init__(
+        self, root: str | Path, split: str, transform: Transform | None = None, info: DatasetInfo | None = None
+    ) -> None:
         base = Path(root) / "VOCdevkit" / "VOC2010"
         _require_dir(base, "VOCdevkit/VOC2010 under the dataset root")
         ids = _read_id_list(base / "ImageSets" / "SegmentationContext" / f"{split}.txt")
@@ -244,7 +247,7 @@ class ContextSeg(SegDataset):
         _check_present(ids, base / "JPEGImages", ".jpg", "image")
         _check_present(ids, label_dir, ".png", "label")
         samples = [(i, base / "JPEGImages" / f"{i}.jpg", label_dir / f"{i}.png") for i in ids]
-        super().__init__(samples, DATASETS["context"], transform)
+        super().__init__(samples, info or DATASETS["context"], transform)
 
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None) -> SegDataset:
@@ -256,8 +259,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Transform 
         return VOCSeg(root, split, transform, info=info)
     if name == "coco_stuff":
         return COCOStuffSeg(root, split, transform)
-    if name == "context":
-        return ContextSeg(root, split, transform)
+    if name in ("context", "context60"):  # context60 reads the same PNGs with background as class 0
+        return ContextSeg(root, split, transform, info=info)
     raise KeyError(f"no reader for dataset {name!r}")
 
 

@@ -1,0 +1,110 @@
+"""Hydra side of the entry points: config checks and the objects every run builds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = str(Path(__file__).parent / "conf")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+def _world_size(cfg: DictConfig) -> int:
+    devices = cfg.trainer.get("devices", 1)
+    if isinstance(devices, str) and devices != "auto":
+        devices = len([d for d in devices.split(",") if d.strip()]) if "," in devices else int(devices)
+    if devices in ("auto", -1):
+        import torch
+
+        devices = max(torch.cuda.device_count(), 1) if cfg.trainer.get("accelerator") == "gpu" else 1
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        devices = len(devices)
+    return int(devices) * int(cfg.trainer.get("num_nodes", 1))
+
+
+def accumulation(cfg: DictConfig) -> int:
+    """Gradient accumulation that keeps the global batch at ``global_batch_size``."""
+    per_step = cfg.data.batch_size * _world_size(cfg)
+    if cfg.global_batch_size % per_step:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} is not a multiple of data.batch_size "
+            f"({cfg.data.batch_size}) x devices x nodes ({_world_size(cfg)})"
+        )
+    return cfg.global_batch_size // per_step
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail on values that cannot work before any weights or data are read."""
+    from zegclip.data.classes import DATASETS
+    from zegclip.data.datasets import SETTINGS
+    from zegclip.model.text import TEMPLATES
+
+    checks = [
+        ("setting", cfg.setting in SETTINGS, f"one of {list(SETTINGS)}"),
+        ("data.dataset", cfg.data.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
+        ("trainer.precision", str(cfg.trainer.get("precision", "32-true")) in PRECISIONS, f"one of {PRECISIONS}"),
+        ("module.eval_mode", cfg.module.eval_mode in ("slide", "whole"), "slide or whole"),
+        ("data.batch_size", int(cfg.data.batch_size) > 0, "a positive integer"),
+        ("trainer.max_steps", int(cfg.trainer.max_steps) > 0, "a positive integer"),
+        ("eval_every", int(cfg.eval_every) > 0, "a positive integer"),
+        (
+            "module.templates",
+            not isinstance(cfg.module.templates, str)
+            or cfg.module.templates in TEMPLATES
+            or "{}" in cfg.module.templates,
+            f"one of {list(TEMPLATES)} or a list of format strings with one '{{}}'",
+        ),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            value = OmegaConf.select(cfg, key)
+            raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
+    if cfg.get("task_name") == "train" and cfg.setting == "transductive" and not cfg.module.init_from:
+        raise ConfigError("module.init_from must name the inductive checkpoint that transductive training starts from")
+    accumulation(cfg)
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        raise ConfigError(f"missing mandatory value(s): {sorted(missing)} (set them on the command line)")
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    """The Trainer with its callbacks and loggers; validation every ``eval_every`` steps."""
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    accumulate = accumulation(cfg)
+    kwargs: dict[str, Any] = {
+        "callbacks": callbacks,
+        "logger": loggers or False,
+        "accumulate_grad_batches": accumulate,
+        "val_check_interval": int(cfg.eval_every) * accumulate,  # counted in batches
+        **overrides,
+    }
+    if cfg.trainer.get("fast_dev_run") or cfg.trainer.get("overfit_batches"):
+        kwargs.pop("val_check_interval")
+    return hydra.utils.instantiate(cfg.trainer, **kwargs, _convert_="all")
+
+
+def save_resolved(cfg: DictConfig, output_dir: str) -> Path:
+    """Write the fully resolved config next to the run's outputs."""
+    path = Path(output_dir) / "config_resolved.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def write_metrics(trainer: L.Trainer, output_dir: str) -> dict[str, float]:
+    """The trainer's final scalar metrics, also written to ``metrics.json`` (rank 0)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        path = Path(output_dir) / "metrics.json"
+        path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics

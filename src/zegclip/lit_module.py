@@ -1,0 +1,173 @@
+"""`ZegCLIPModule`: the only place where Lightning meets the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from zegclip.data.classes import get_dataset_info
+from zegclip.data.datasets import SETTINGS, train_class_ids
+from zegclip.metrics import SegMetrics
+from zegclip.model import ZegCLIPCriterion, build_zegclip, load_model, pseudo_labels
+from zegclip.optim import build_optimizer, build_scheduler, describe_param_groups
+
+SCALAR_METRICS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
+
+
+class ZegCLIPModule(L.LightningModule):
+    """Trains and evaluates ZegCLIP in one of the three settings (SPEC sec. 1, 5, 7, 10).
+
+    Args:
+        model: keyword arguments of :func:`zegclip.build_zegclip`; stored in the checkpoint,
+            so ``zegclip.load_model(ckpt)`` rebuilds the network without Lightning.
+        dataset: the benchmark whose vocabulary is trained and evaluated (``voc``, ...).
+        setting: ``inductive`` (seen classes only; calibrated evaluation), ``transductive``
+            (all classes; unseen pixels pseudo-labelled) or ``fully`` (all classes).
+        templates: ``single``, ``ensemble`` or a list of format strings.
+        max_steps: iterations of the poly schedule (the trainer's ``max_steps``).
+        optimizer: ``lr``, ``weight_decay``, ``betas``, ``eps`` of AdamW.
+        scheduler: ``warmup_steps``, ``warmup_ratio``, ``power``, ``min_lr``.
+        loss: keyword arguments of :class:`ZegCLIPCriterion`.
+        calibration_shift: subtracted from seen-class scores of inductive models.
+        eval_mode, crop, stride, window_batch: test-time inference (SPEC sec. 6).
+        cross_dataset: evaluation on another dataset's vocabulary: every class is seen and
+            nothing is calibrated (SPEC sec. 9); hIoU is then undefined (NaN).
+        init_from: a checkpoint (ours, a training ``.ckpt`` or the authors' ``.pth``) whose
+            trainable weights start this run, e.g. the inductive model for transductive.
+        trainable_only_checkpoints: save only the trainable weights (plus the CLIP name and
+            tag) instead of self-contained checkpoints; for sweeps.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        dataset: str = "voc",
+        setting: str = "inductive",
+        templates: str | list[str] = "single",
+        max_steps: int = 20_000,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
+        calibration_shift: float = 0.1,
+        eval_mode: str = "slide",
+        crop: int = 512,
+        stride: int = 426,
+        window_batch: int = 8,
+        cross_dataset: bool = False,
+        init_from: str | None = None,
+        trainable_only_checkpoints: bool = False,
+    ) -> None:
+        super().__init__()
+        if setting not in SETTINGS:
+            raise ValueError(f"module.setting must be one of {SETTINGS}, got {setting!r}")
+        self.save_hyperparameters()
+        self.model = build_zegclip(**model)
+        if init_from:
+            source = load_model(init_from)
+            self.model.load_weights(source.trainable_state_dict(), trainable_only=True, source=init_from)
+        info = get_dataset_info(dataset)
+        self.class_names = info.class_names
+        self.train_ids = train_class_ids(info, setting)
+        seen = tuple(range(info.num_classes)) if cross_dataset else info.seen_ids
+        unseen = () if cross_dataset else info.unseen_ids
+        # vocabulary position of each unseen class during training (transductive only)
+        self.train_unseen = [self.train_ids.index(c) for c in unseen if c in self.train_ids]
+        calibrate = setting == "inductive" and not cross_dataset
+        self.register_buffer(
+            "seen_mask", torch.tensor([calibrate and c in seen for c in range(info.num_classes)]), persistent=False
+        )
+        self.criterion = ZegCLIPCriterion(**(loss or {}))
+        self.val_metrics = SegMetrics(info.num_classes, seen, unseen)
+        self.test_metrics = SegMetrics(info.num_classes, seen, unseen)
+        self.strict_loading = not trainable_only_checkpoints
+
+    # --- vocabulary -----------------------------------------------------------------------
+    def class_embeddings(self, train: bool) -> torch.Tensor:
+        """C x D embeddings of the training vocabulary or of every class (cached by the model)."""
+        names = [self.class_names[i] for i in self.train_ids] if train else list(self.class_names)
+        return self.model.encode_text(names, self.hparams.templates)
+
+    # --- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images, labels = batch["image"], batch["label"]  # B x 3 x H x W, B x H x W
+        out = self.model(images, self.class_embeddings(train=True))
+        if self.hparams.setting == "transductive":
+            labels = pseudo_labels(out.logits, labels, self.train_unseen)
+        losses = self.criterion(out.logits, labels)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return losses["loss"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, **(self.hparams.optimizer or {}))
+        print(describe_param_groups(optimizer.param_groups))
+        scheduler = build_scheduler(optimizer, max_steps=self.hparams.max_steps, **(self.hparams.scheduler or {}))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- evaluation -----------------------------------------------------------------------
+    def predict_labels(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Sliding-window (or whole) calibrated prediction resized to ``size``: B x H x W."""
+        hp = self.hparams
+        scores = self.model.predict(
+            images,
+            self.class_embeddings(train=False),
+            seen_mask=self.seen_mask if self.seen_mask.any() else None,
+            mode=hp.eval_mode,
+            crop=hp.crop,
+            stride=hp.stride,
+            window_batch=hp.window_batch,
+            shift=hp.calibration_shift,
+            output_size=size,
+        )
+        return scores.argmax(dim=1)
+
+    def _eval_step(self, batch: dict[str, Any], metrics: SegMetrics) -> torch.Tensor:
+        labels = batch["label"]  # B x H x W at the original size
+        preds = self.predict_labels(batch["image"], tuple(labels.shape[-2:]))
+        metrics.update(preds, labels)
+        return preds
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, self.test_metrics)
+
+    def _log_epoch(self, metrics: SegMetrics, split: str) -> dict[str, torch.Tensor]:
+        result = metrics.compute()
+        self.log_dict({f"{split}/{k}": result[k] for k in SCALAR_METRICS}, sync_dist=False, prog_bar=True)
+        self.last_eval = {"split": split, **{k: v.cpu() for k, v in result.items()}}
+        if self.trainer.is_global_zero:
+            print(metrics.table(result, list(self.class_names)))
+        metrics.reset()
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics, "test")
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # RNG states, so a resumed run draws the same dropout masks as an uninterrupted one
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self.hparams.trainable_only_checkpoints:
+            keep = {"model." + k for k in self.model.trainable_state_dict()}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states", {})
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
+    def train(self, mode: bool = True) -> ZegCLIPModule:
+        super().train(mode)
+        self.model.train(mode)  # keeps the frozen towers in eval mode
+        return self

@@ -1,0 +1,46 @@
+"""Train ZegCLIP: ``python -m zegclip.train experiment=voc_inductive [key=value ...]``.
+
+Multirun: ``python -m zegclip.train -m experiment=voc_inductive model.num_prompts=5,10,20``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from zegclip.config import CONFIG_DIR, ConfigError, build_trainer, save_resolved, validate_config, write_metrics
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and optionally test) as the config says; returns the last logged metrics."""
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    save_resolved(cfg, cfg.paths.output_dir)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    module = hydra.utils.instantiate(cfg.module, _convert_="all")
+    trainer = build_trainer(cfg)
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+    return write_metrics(trainer, cfg.paths.output_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    # a value for sweepers that optimise the monitored metric
+    return metrics.get(cfg.monitor) if HydraConfig.initialized() else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Every experiment composes and instantiates (tiny CLIP substituted); bad values fail early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+
+from zegclip.config import CONFIG_DIR, ConfigError, accumulation, build_trainer, validate_config
+from zegclip.model.zegclip import zegclip_tiny
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+TINY_MODEL = [
+    "model.clip_model=zegclip-tiny",
+    "model.pretrained=null",
+    "model.image_size=128",
+    "model.decoder_ffn_dim=64",
+    "model.quick_gelu=true",
+]
+PAPER = {  # experiment: (dataset, setting, iterations, prompt tokens, templates)
+    "voc_inductive": ("voc", "inductive", 20000, 10, "single"),
+    "voc_transductive": ("voc", "transductive", 10000, 10, "single"),
+    "voc_fully": ("voc", "fully", 20000, 10, "single"),
+    "coco_inductive": ("coco_stuff", "inductive", 80000, 100, "ensemble"),
+    "coco_transductive": ("coco_stuff", "transductive", 40000, 100, "ensemble"),
+    "coco_fully": ("coco_stuff", "fully", 80000, 100, "ensemble"),
+    "context_inductive": ("context", "inductive", 40000, 10, "ensemble"),
+    "context_transductive": ("context", "transductive", 20000, 10, "ensemble"),
+    "context_fully": ("context", "fully", 40000, 10, "ensemble"),
+    "coco_to_voc": ("voc", "fully", None, 100, "single"),
+    "coco_to_context": ("context60", "fully", None, 100, "ensemble"),
+}
+
+
+def test_every_experiment_is_listed():
+    assert set(EXPERIMENTS) == set(PAPER) | {"demo"}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(name, compose_cfg, tmp_path):
+    entry = "eval" if name.startswith("coco_to") else "train"
+    overrides = [f"experiment={name}", *TINY_MODEL]
+    if entry == "eval":
+        overrides.append(f"checkpoint={tmp_path / 'model.pt'}")
+    cfg = compose_cfg(entry, overrides)
+    if "transductive" in name:  # starts from an inductive model with the same prompt count
+        init = tmp_path / "inductive.pt"
+        zegclip_tiny(num_prompts=cfg.model.num_prompts, decoder_ffn_dim=64).save(init)
+        cfg = compose_cfg(entry, [*overrides, f"module.init_from={init}"])
+    if name in PAPER:
+        dataset, setting, steps, prompts, templates = PAPER[name]
+        assert (cfg.data.dataset, cfg.setting, cfg.model.num_prompts) == (dataset, setting, prompts)
+        assert cfg.module.templates == templates
+        if steps is not None:
+            assert cfg.trainer.max_steps == steps == cfg.module.max_steps
+        assert cfg.model.clip_model == "zegclip-tiny"
+    validate_config(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    module = hydra.utils.instantiate(cfg.module, _convert_="all")
+    trainer = build_trainer(cfg)
+    assert datamodule.setting == module.hparams.setting == cfg.setting
+    assert trainer.max_steps == cfg.trainer.max_steps
+    assert module.seen_mask.any() == (cfg.setting == "inductive" and not cfg.module.cross_dataset)
+    if "transductive" in name:
+        assert module.train_unseen and len(module.train_ids) == len(module.class_names)
+
+
+def test_paper_optimisation_defaults(compose_cfg):
+    cfg = compose_cfg("train", ["experiment=voc_inductive"])
+    assert cfg.module.optimizer.lr == 2e-4 and cfg.module.optimizer.weight_decay == 0.01
+    assert cfg.module.scheduler.warmup_steps == 1500 and cfg.module.scheduler.power == 0.9
+    assert (cfg.data.crop_size, cfg.module.stride, cfg.global_batch_size) == (512, 426, 16)
+    assert cfg.model.clip_model == "ViT-B-16" and cfg.model.pretrained == "openai"
+
+
+@pytest.mark.parametrize(("devices", "batch", "expected"), [(1, 4, 4), (4, 4, 1), (2, 2, 4), (1, 16, 1)])
+def test_global_batch_kept_by_accumulation(compose_cfg, devices, batch, expected):
+    cfg = compose_cfg("train", [f"trainer.devices={devices}", f"data.batch_size={batch}"])
+    assert accumulation(cfg) == expected
+    bad = compose_cfg("train", ["trainer.devices=3", "data.batch_size=4"])
+    with pytest.raises(ConfigError, match="global_batch_size=16"):
+        accumulation(bad)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("setting=semi", "setting"),
+        ("trainer.precision=8-mixed", "trainer.precision"),
+        ("module.eval_mode=tiles", "module.eval_mode"),
+        ("module.templates=photo", "module.templates"),
+    ],
+)
+def test_bad_values_fail_before_building_anything(compose_cfg, override, key):
+    cfg = compose_cfg("train", [override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(cfg)
+
+
+def test_missing_mandatory_value_named(compose_cfg):
+    cfg = compose_cfg("train", ["experiment=voc_transductive"])
+    with pytest.raises(ConfigError, match="module.init_from"):
+        validate_config(cfg)
+
+
+def test_unknown_key_fails_at_composition(compose_cfg):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="trainer.max_stepz"):
+        compose_cfg("train", ["trainer.max_stepz=3"])
+
+
+def test_config_dir_ships_inside_the_package():
+    import zegclip
+
+    assert Path(CONFIG_DIR).parent == Path(zegclip.__file__).parent
+    assert (Path(CONFIG_DIR) / "train.yaml").is_file()

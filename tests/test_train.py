@@ -1,0 +1,133 @@
+"""End-to-end: tiny training and evaluation, checkpoints, resume after SIGTERM, DDP evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from tests.conftest import TINY_DEMO
+from zegclip import load_model
+from zegclip.eval import evaluate
+from zegclip.train import train
+
+STEPS = [*TINY_DEMO, "trainer.max_steps=12", "eval_every=6", "module.scheduler.warmup_steps=3"]
+
+
+def _losses(output_dir: Path) -> dict[int, float]:
+    """train/loss per step over every CSV log version (a resumed run writes a new one)."""
+    losses = {}
+    for path in sorted((output_dir / "csv").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            losses |= {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+    return losses
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run shared by the tests below: (output dir, metrics, data dir)."""
+    from hydra import compose, initialize_config_dir
+
+    from zegclip.config import CONFIG_DIR
+
+    root = tmp_path_factory.mktemp("run")
+    overrides = [
+        *STEPS,
+        f"paths.output_dir={root / 'out'}",
+        f"paths.data_dir={root / 'data'}",
+        "trainer.log_every_n_steps=1",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    metrics = train(cfg)
+    return root / "out", metrics, root / "data"
+
+
+def test_fit_logs_metrics_and_writes_checkpoints(trained):
+    out, metrics, _ = trained
+    for key in ("val/pAcc", "val/mIoU", "val/mIoU_seen", "val/mIoU_unseen", "val/hIoU", "train/loss"):
+        assert key in metrics, key
+    assert 0 <= metrics["val/pAcc"] <= 100
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert list((out / "checkpoints").glob("best_step*.ckpt"))
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
+    resolved = (out / "config_resolved.yaml").read_text()
+    assert "${" not in resolved and "max_steps: 12" in resolved
+    losses = _losses(out)
+    assert sorted(losses) == list(range(12))
+
+
+def test_checkpoint_is_self_contained_and_evaluates_the_same(trained, compose_cfg):
+    out, metrics, data = trained
+    model = load_model(out / "checkpoints" / "last.ckpt")  # torch.load alone, no Lightning
+    assert model.config["clip_model"] == "zegclip-tiny"
+    cfg = compose_cfg("eval", [*TINY_DEMO, f"checkpoint={out / 'checkpoints' / 'last.ckpt'}", f"paths.data_dir={data}"])
+    evaluated = evaluate(cfg)
+    for key in ("val/pAcc", "val/mIoU", "val/hIoU"):
+        assert evaluated[key] == pytest.approx(metrics[key], abs=1e-4), key
+
+
+class _SigtermAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_checkpoint_then_resume_matches_uninterrupted(trained, compose_cfg, tmp_path):
+    out, _, data = trained
+    base = [*STEPS, f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'resumed'}", "trainer.log_every_n_steps=1"]
+    cfg = compose_cfg("train", base)
+    from zegclip import config
+
+    original = config.build_trainer
+
+    def with_sigterm(cfg, **kwargs):
+        trainer = original(cfg, **kwargs)
+        trainer.callbacks.append(_SigtermAt(4))
+        return trainer
+
+    config_build = config.build_trainer
+    import zegclip.train as train_module
+
+    train_module.build_trainer = with_sigterm
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg)
+    finally:
+        train_module.build_trainer = config_build
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    train(compose_cfg("train", [*base, "ckpt_path=last"]))
+    resumed, straight = _losses(tmp_path / "resumed"), _losses(out)
+    for step in range(4, 12):
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-5), step
+
+
+def test_ddp_two_processes_evaluate_like_one(trained, tmp_path):
+    out, _, data = trained
+    ckpt = out / "checkpoints" / "last.ckpt"
+    results = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp")):
+        run_dir = tmp_path / f"eval{devices}"
+        cmd = [sys.executable, "-m", "zegclip.eval", *TINY_DEMO, f"checkpoint={ckpt}", f"paths.data_dir={data}"]
+        cmd += [
+            f"trainer.devices={devices}",
+            f"trainer.strategy={strategy}",
+            "global_batch_size=8",
+            f"hydra.run.dir={run_dir}",
+        ]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+        results[devices] = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("val/pAcc", "val/mIoU", "val/mIoU_seen", "val/mIoU_unseen", "val/hIoU"):
+        assert results[2][key] == pytest.approx(results[1][key], abs=1e-4), key
