@@ -22,10 +22,14 @@ _EXPORTS = {
     "segment": "zegclip.segmentation",
 }
 
+_SUBMODULES = ("model", "data", "metrics", "optim", "segmentation", "predict", "export", "efficiency")
+
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:  # zegclip.model, zegclip.data, ... without an explicit import
+        return importlib.import_module(f"zegclip.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

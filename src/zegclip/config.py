@@ -18,6 +18,14 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
+def compose_config(name: str = "train", overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with overrides outside a Hydra app (tools, tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
 def _world_size(cfg: DictConfig) -> int:
     devices = cfg.trainer.get("devices", 1)
     if isinstance(devices, str) and devices != "auto":

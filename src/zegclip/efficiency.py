@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from zegclip.model import MODEL_PRESETS, CheckpointError, CLIPLoadError, ZegCLIP, load_model
+from zegclip.data.classes import get_dataset_info
+from zegclip.model import MODEL_PRESETS, CheckpointError, CLIPLoadError, ZegCLIP, build_zegclip, load_model
 from zegclip.model.zegclip import zegclip_tiny
 from zegclip.segmentation import autocast, resolve_device
 
@@ -149,7 +150,10 @@ def efficiency_report(
 def build_parser() -> argparse.ArgumentParser:
     """The command line options."""
     parser = argparse.ArgumentParser(prog="python -m zegclip.efficiency", description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. experiment=voc_inductive (random weights, that model)"
+    )
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--tiny", action="store_true", help="the tiny random model")
     source.add_argument("--checkpoint", help="ZegCLIP.save file, training .ckpt, or the authors' .pth")
     source.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="a preset with random weights")
@@ -165,9 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print :func:`efficiency_report` as JSON."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.tiny or args.preset or args.checkpoint or args.overrides):
+        parser.error("give experiment=NAME (Hydra overrides), --tiny, --preset or --checkpoint")
     try:
-        if args.tiny:
+        if args.overrides:
+            from zegclip.config import compose_config  # Hydra only on this path
+
+            cfg = compose_config("train", args.overrides)
+            model = build_zegclip(**{**dict(cfg.model), "pretrained": None})
+            args.num_classes = len(get_dataset_info(cfg.data.dataset).class_names)
+        elif args.tiny:
             model = zegclip_tiny()
         elif args.preset:
             model = MODEL_PRESETS[args.preset](pretrained=None)
@@ -183,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             repeats=args.repeats,
         )
-    except (CheckpointError, CLIPLoadError, ValueError) as err:
+    except (CheckpointError, CLIPLoadError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))

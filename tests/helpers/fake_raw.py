@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
+from zegclip.data.synthetic import voc_palette
+
 SIZE = (20, 12)  # width, height of every fake image
 COCO_RAW_VALUES = (0, 1, 12, 24, 26, 40, 91, 100, 133, 150, 181, 255)
 """Raw stuff-map values of the default fake maps (none of them a missing value)."""
@@ -75,21 +77,6 @@ class Sink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour palette (768 values)."""
-    palette = []
-    for k in range(256):
-        r = g = b = 0
-        c = k
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def jpeg_bytes(seed: int, size: tuple[int, int] = SIZE) -> bytes:
