@@ -28,6 +28,69 @@ def global_num_masks(local: torch.Tensor) -> torch.Tensor:
     return num.clamp(min=1.0)
 
 
+class _FocalDice(torch.autograd.Function):
+    """Per-mask focal mean and dice of B*C binary masks, computed chunk by chunk.
+
+    Every mask (one image, one class) is a row of the upsampled logits. Rows are
+    processed a few at a time so each pass stays in cache, nothing pixel-sized is kept
+    for backward (the gradient is recomputed analytically per chunk), and the one-hot
+    targets are never built for the whole batch.
+
+    With s the logit of the wrong answer (s = -x where t = 1, x where t = 0):
+    BCE = softplus(s), 1 - p_t = q = sigmoid(s), focal = alpha_t q^gamma softplus(s),
+    d focal / dx = (1 - 2t) alpha_t q^gamma (gamma (1 - q) softplus(s) + q);
+    dice uses p = sigmoid(x) with dp / dx = q (1 - q).
+    """
+
+    @staticmethod
+    def _chunk(logits: torch.Tensor, labels: torch.Tensor, rows: slice, num_classes: int):
+        index = torch.arange(rows.start, rows.stop, device=logits.device)
+        target = labels[index // num_classes] == (index % num_classes).unsqueeze(1)  # R x HW bool
+        x = logits[rows]
+        s = torch.where(target, -x, x)
+        return target, torch.sigmoid(s), F.softplus(s)
+
+    @staticmethod
+    def forward(ctx, logits, labels, num_classes: int, alpha: float, gamma: float, chunk_rows: int):
+        N, P = logits.shape  # (B*C) x HW
+        focal, stats = logits.new_empty(N), logits.new_empty(3, N)  # |t|, sum_t q, sum q
+        for start in range(0, N, chunk_rows):
+            rows = slice(start, min(start + chunk_rows, N))
+            target, q, softplus = _FocalDice._chunk(logits, labels, rows, num_classes)
+            elementwise = softplus * (q * q if gamma == 2 else q.pow(gamma))
+            pos = torch.where(target, elementwise, 0.0).sum(1)
+            focal[rows] = (alpha * pos + (1 - alpha) * (elementwise.sum(1) - pos)) / P
+            stats[0, rows] = target.sum(1)
+            stats[1, rows] = torch.where(target, q, 0.0).sum(1)
+            stats[2, rows] = q.sum(1)
+        positives, wrong_pos, wrong_all = stats
+        intersection = positives - wrong_pos  # sum p t
+        denominator = wrong_all - 2 * wrong_pos + 2 * positives + 1  # sum p + sum t + 1
+        dice = 1 - (2 * intersection + 1) / denominator
+        ctx.save_for_backward(logits, labels, intersection, denominator)
+        ctx.options = (num_classes, alpha, gamma, chunk_rows)
+        return focal, dice, positives
+
+    @staticmethod
+    def backward(ctx, grad_focal, grad_dice, _):
+        logits, labels, intersection, denominator = ctx.saved_tensors
+        num_classes, alpha, gamma, chunk_rows = ctx.options
+        N, P = logits.shape
+        grad = torch.empty_like(logits)
+        for start in range(0, N, chunk_rows):
+            rows = slice(start, min(start + chunk_rows, N))
+            target, q, softplus = _FocalDice._chunk(logits, labels, rows, num_classes)
+            alpha_t = torch.where(target, alpha, 1 - alpha)
+            sign = torch.where(target, -1.0, 1.0)
+            focal = sign * alpha_t * (q * q if gamma == 2 else q.pow(gamma)) * (gamma * (1 - q) * softplus + q)
+            den = denominator[rows].unsqueeze(1)
+            d_dice_dp = (2 * intersection[rows].unsqueeze(1) + 1 - 2 * target * den) / (den * den)
+            grad[rows] = focal * (grad_focal[rows] / P).unsqueeze(1) + d_dice_dp * q * (1 - q) * grad_dice[
+                rows
+            ].unsqueeze(1)
+        return grad, None, None, None, None, None
+
+
 class ZegCLIPCriterion(nn.Module):
     """100 x focal (all classes, all pixels) + 1 x dice (classes present), / num_masks.
 
@@ -45,8 +108,10 @@ class ZegCLIPCriterion(nn.Module):
         alpha: float = 0.25,
         gamma: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
+        chunk_elements: int = 1 << 19,
     ) -> None:
         super().__init__()
+        self.chunk_elements = chunk_elements  # pixels per chunk: a few MB, so passes stay in cache
         self.focal_weight = focal_weight
         self.dice_weight = dice_weight
         self.alpha = alpha
@@ -61,30 +126,15 @@ class ZegCLIPCriterion(nn.Module):
                 f"labels hold values {labels[bad].unique().tolist()} outside 0..{C - 1} "
                 f"and the ignore index {self.ignore_index}"
             )
-        logits = upsample(mask_logits, labels.shape[-2:]).float().flatten(2)  # B x C x HW
-        classes = torch.arange(C, device=labels.device).view(1, C, 1)
-        target = labels.flatten(1).unsqueeze(1) == classes  # B x C x HW, bool one-hot
-        num_pixels = logits.shape[-1]
-        positives = target.sum(-1).float()  # B x C: |t|
+        logits = upsample(mask_logits, labels.shape[-2:]).float().flatten(0, 1).flatten(1)  # (B*C) x HW
+        chunk_rows = max(1, self.chunk_elements // logits.shape[1])
+        focal, dice, positives = _FocalDice.apply(
+            logits, labels.flatten(1).to(torch.int16), C, self.alpha, self.gamma, chunk_rows
+        )  # each (B*C): focal mean over pixels, dice, |t|
         present = positives > 0  # the class is in the image
         num_masks = global_num_masks(present.sum())
-
-        # s is the logit of the wrong answer, so BCE = softplus(s) and 1 - p_t = sigmoid(s):
-        # the focal term is alpha_t * sigmoid(s) ** gamma * softplus(s), in few passes over memory
-        s = torch.where(target, -logits, logits)
-        wrong = torch.sigmoid(s)  # 1 - p_t
-        focal = F.softplus(s) * (wrong.square() if self.gamma == 2 else wrong.pow(self.gamma))
-        focal_pos = torch.where(target, focal, 0.0).sum(-1)  # B x C
-        focal_neg = focal.sum(-1) - focal_pos
-        focal = (self.alpha * focal_pos + (1 - self.alpha) * focal_neg) / num_pixels  # mean over pixels
         loss_focal = focal.sum() / num_masks
-
-        # dice with p = sigmoid(logit): sum(p*t) = |t| - sum_t(wrong), sum(p) = sum(wrong) + |t| - 2 sum_t(wrong)
-        wrong_pos = torch.where(target, wrong, 0.0).sum(-1)
-        intersection = positives - wrong_pos
-        prob_sum = wrong.sum(-1) + positives - 2 * wrong_pos
-        dice = 1 - (2 * intersection + 1) / (prob_sum + positives + 1)
-        loss_dice = (dice * present).sum() / num_masks
+        loss_dice = (dice * present).sum() / num_masks  # dice only on the classes present
 
         loss_focal = self.focal_weight * loss_focal
         loss_dice = self.dice_weight * loss_dice
