@@ -25,6 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from zegclip import build_zegclip
 from zegclip.model import ZegCLIPCriterion
 
+LOGIT_SPREAD = 300.0
+
 
 def best_time(fn, repeats: int) -> float:
     fn()  # warm-up
@@ -50,6 +52,12 @@ def peak_rss_gib() -> float:
 def run(precision: str, device: str, repeats: int, num_classes: int) -> dict:
     torch.manual_seed(0)
     model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True).to(device)
+    # Random weights give near-identical scores for every class (top-two margins ~1e-4), which
+    # would make the bf16 agreement check vacuous; a larger last-layer query map spreads the
+    # logits like a trained model's, so many pixels have margins >= 0.01.
+    with torch.no_grad():
+        model.decoder.last.q.weight.mul_(LOGIT_SPREAD)
+        model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
     if precision == "bf16":
         model.image_encoder.cast_frozen_matmuls(torch.bfloat16)  # frozen weights cast once, not per call
     embeds = torch.nn.functional.normalize(torch.randn(num_classes, 512, device=device), dim=-1)
@@ -98,6 +106,8 @@ def run(precision: str, device: str, repeats: int, num_classes: int) -> dict:
     model.eval()
     with torch.no_grad():
         result["_slide_scores"] = slide().float().cpu()
+    logits = forward().float()
+    result["logit_std"] = logits.std().item()
     return result
 
 

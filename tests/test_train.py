@@ -56,7 +56,8 @@ def test_fit_logs_metrics_and_writes_checkpoints(trained):
     for key in ("val/pAcc", "val/mIoU", "val/mIoU_seen", "val/mIoU_unseen", "val/hIoU", "train/loss"):
         assert key in metrics, key
     assert 0 <= metrics["val/pAcc"] <= 100
-    assert (out / "checkpoints" / "last.ckpt").is_file()
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 12  # rewritten at every validation, best or not
     assert list((out / "checkpoints").glob("best_step*.ckpt"))
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
     resolved = (out / "config_resolved.yaml").read_text()
@@ -131,3 +132,22 @@ def test_ddp_two_processes_evaluate_like_one(trained, tmp_path):
         results[devices] = json.loads((run_dir / "metrics.json").read_text())
     for key in ("val/pAcc", "val/mIoU", "val/mIoU_seen", "val/mIoU_unseen", "val/hIoU"):
         assert results[2][key] == pytest.approx(results[1][key], abs=1e-4), key
+
+
+def test_bf16_mixed_precision_trains(compose_cfg):
+    cfg = compose_cfg("train", [*TINY_DEMO, "trainer.precision=bf16-mixed", "trainer.max_steps=2", "eval_every=2"])
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"])) and "val/hIoU" in metrics
+
+
+def test_multirun_sweep_runs_each_value(trained, tmp_path):
+    _, _, data = trained
+    cmd = [sys.executable, "-m", "zegclip.train", "-m", *TINY_DEMO, "trainer.max_steps=2", "eval_every=2"]
+    cmd += ["model.num_prompts=2,3", f"paths.data_dir={data}", f"paths.log_dir={tmp_path}", "logger=none"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300, cwd=tmp_path)
+    runs = sorted(tmp_path.glob("train/multirun_*/*/config_resolved.yaml"))
+    assert len(runs) == 2
+    assert [("num_prompts: 2" in r.read_text(), "num_prompts: 3" in r.read_text()) for r in runs] == [
+        (True, False),
+        (False, True),
+    ]

@@ -8,6 +8,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = str(Path(__file__).parent / "conf")
@@ -88,6 +89,8 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """The Trainer with its callbacks and loggers; validation every ``eval_every`` steps."""
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    if not loggers:  # logger=none: nothing to report learning rates to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     accumulate = accumulation(cfg)
     kwargs: dict[str, Any] = {
         "callbacks": callbacks,

@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from zegclip.data.classes import get_dataset_info
 from zegclip.data.datasets import SETTINGS, train_class_ids
@@ -102,7 +103,7 @@ class ZegCLIPModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, **(self.hparams.optimizer or {}))
-        print(describe_param_groups(optimizer.param_groups))
+        rank_zero_info(describe_param_groups(optimizer.param_groups))
         scheduler = build_scheduler(optimizer, max_steps=self.hparams.max_steps, **(self.hparams.scheduler or {}))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -139,8 +140,7 @@ class ZegCLIPModule(L.LightningModule):
         result = metrics.compute()
         self.log_dict({f"{split}/{k}": result[k] for k in SCALAR_METRICS}, sync_dist=False, prog_bar=True)
         self.last_eval = {"split": split, **{k: v.cpu() for k, v in result.items()}}
-        if self.trainer.is_global_zero:
-            print(metrics.table(result, list(self.class_names)))
+        rank_zero_info(metrics.table(result, list(self.class_names)))
         metrics.reset()
         return result
 
