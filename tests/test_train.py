@@ -151,3 +151,20 @@ def test_multirun_sweep_runs_each_value(trained, tmp_path):
         (True, False),
         (False, True),
     ]
+
+
+def test_eval_reads_the_authors_checkpoint_layout(trained, compose_cfg, tmp_path):
+    """python -m zegclip.eval takes the authors' .pth like our own checkpoints."""
+    from tests.model.test_checkpoint import _authors_layout
+
+    out, _, data = trained
+    ours = out / "checkpoints" / "last.ckpt"
+    model = load_model(ours)
+    official = tmp_path / "ZegCLIP_demo.pth"
+    torch.save({"meta": {}, "state_dict": _authors_layout(model)}, official)
+    results = [
+        evaluate(compose_cfg("eval", [*TINY_DEMO, f"checkpoint={path}", f"paths.data_dir={data}"]))
+        for path in (ours, official)
+    ]
+    for key in ("val/pAcc", "val/mIoU", "val/hIoU"):
+        assert results[1][key] == pytest.approx(results[0][key], abs=1e-4), key
