@@ -168,3 +168,29 @@ def test_eval_reads_the_authors_checkpoint_layout(trained, compose_cfg, tmp_path
     ]
     for key in ("val/pAcc", "val/mIoU", "val/hIoU"):
         assert results[1][key] == pytest.approx(results[0][key], abs=1e-4), key
+
+
+@pytest.mark.parametrize(
+    ("entry", "overrides", "message"),
+    [
+        (
+            "train",
+            ["experiment=voc_inductive", "data.root=/nonexistent/voc"],
+            "/nonexistent/voc (data.root) does not exist",
+        ),
+        (
+            "eval",
+            ["experiment=demo", "checkpoint=/nonexistent/model.ckpt"],
+            "checkpoint not found: /nonexistent/model.ckpt",
+        ),
+        ("train", ["setting=semi"], "setting='semi' is not valid"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(compose_cfg, capsys, entry, overrides, message):
+    from zegclip.config import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train if entry == "train" else evaluate, compose_cfg(entry, overrides))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err

@@ -119,3 +119,25 @@ def write_metrics(trainer: L.Trainer, output_dir: str) -> dict[str, float]:
         path = Path(output_dir) / "metrics.json"
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
+
+
+def run_cli(fn, cfg: DictConfig) -> None:
+    """Run an entry point; known user errors print one ``error:`` line and exit 2."""
+    import sys
+
+    from hydra.errors import InstantiationException
+
+    from zegclip.data.datasets import DatasetError
+    from zegclip.model import CheckpointError, CLIPLoadError
+
+    known = (ConfigError, CheckpointError, CLIPLoadError, DatasetError)
+    try:
+        fn(cfg)
+    except known as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except InstantiationException as err:  # Hydra wraps errors raised while building objects
+        if not isinstance(err.__cause__, known):
+            raise
+        print(f"error: {err.__cause__}", file=sys.stderr)
+        sys.exit(2)

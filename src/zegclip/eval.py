@@ -6,13 +6,11 @@ checkpoint released by the ZegCLIP authors (``.pth``).
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from zegclip.config import CONFIG_DIR, ConfigError, build_trainer, save_resolved, validate_config, write_metrics
+from zegclip.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
 from zegclip.model import load_model
 
 
@@ -21,13 +19,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     save_resolved(cfg, cfg.paths.output_dir)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.check_root()
     network = load_model(cfg.checkpoint)
     # the module is configured by this config (dataset, setting, inference); the network
     # architecture and weights come from the checkpoint
     module = hydra.utils.instantiate(cfg.module, model=network.config, init_from=None, _convert_="all")
     module.model.load_weights(network.state_dict(), source=str(cfg.checkpoint))
     del network
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     trainer = build_trainer(cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test
     run(module, datamodule=datamodule)
@@ -36,11 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(evaluate, cfg)
 
 
 if __name__ == "__main__":

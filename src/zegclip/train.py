@@ -5,14 +5,11 @@ Multirun: ``python -m zegclip.train -m experiment=voc_inductive model.num_prompt
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from zegclip.config import CONFIG_DIR, ConfigError, build_trainer, save_resolved, validate_config, write_metrics
+from zegclip.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -21,6 +18,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     save_resolved(cfg, cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.check_root()
     module = hydra.utils.instantiate(cfg.module, _convert_="all")
     trainer = build_trainer(cfg)
     if cfg.train:
@@ -32,14 +30,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    # a value for sweepers that optimise the monitored metric
-    return metrics.get(cfg.monitor) if HydraConfig.initialized() else None
+def main(cfg: DictConfig) -> None:
+    run_cli(train, cfg)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from zegclip.data.classes import DatasetInfo, get_dataset_info
 from zegclip.data.datasets import (
     SETTINGS,
+    DatasetError,
     SegDataset,
     build_dataset,
     setting_label_lut,
@@ -146,6 +147,14 @@ class SegDataModule(L.LightningDataModule):
     def train_class_ids(self) -> tuple[int, ...]:
         """Dataset class ids of the training vocabulary: training label j is class ids[j]."""
         return train_class_ids(self.info, self.setting)
+
+    def check_root(self) -> None:
+        """Fail fast (before weights are loaded) when the dataset folder is missing."""
+        if self.dataset != "synthetic" and not Path(self.root).is_dir():
+            raise DatasetError(
+                f"dataset root {self.root} (data.root) does not exist; write it with "
+                f"`python -m zegclip.data.prepare {self.dataset} --raw DOWNLOADS --out {self.root}`"
+            )
 
     # --- Lightning hooks --------------------------------------------------------------
     def prepare_data(self) -> None:
