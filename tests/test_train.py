@@ -194,3 +194,19 @@ def test_user_errors_print_one_line_and_exit_2(compose_cfg, capsys, entry, overr
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_trainable_only_checkpoints_reload_from_the_clip_source(compose_cfg, tiny_clip_file, trained):
+    _, _, data = trained
+    overrides = [*TINY_DEMO, "trainer.max_steps=2", "eval_every=2", f"paths.data_dir={data}"]
+    overrides += ["module.trainable_only_checkpoints=true", f"model.pretrained={tiny_clip_file}"]
+    cfg = compose_cfg("train", overrides)
+    train(cfg)
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert state and not any(k.startswith(("model.text_encoder", "model.image_encoder.visual")) for k in state)
+    model = load_model(path).eval()  # CLIP comes back from model.pretrained
+    assert torch.equal(
+        model.image_encoder.prompts.prompt_embeddings, state["model.image_encoder.prompts.prompt_embeddings"]
+    )
+    train(compose_cfg("train", [*overrides, "trainer.max_steps=4", "ckpt_path=last"]))  # resumes without CLIP keys
