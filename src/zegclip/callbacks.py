@@ -10,14 +10,13 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from zegclip.data.classes import voc_colours
 from zegclip.model.zegclip import PIXEL_MEAN, PIXEL_STD
 
 
 def _palette(num_classes: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    colours = rng.integers(0, 256, size=(num_classes + 1, 3), dtype=np.uint8)
-    colours[-1] = 0  # ignored pixels: black
-    return colours
+    """VOC colours for the classes, then black for ignored pixels."""
+    return np.concatenate([voc_colours(num_classes + 1)[1:], np.zeros((1, 3), np.uint8)])
 
 
 def _colour(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:

@@ -23,10 +23,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule.check_root()
     network = load_model(cfg.checkpoint)
     # the module is configured by this config (dataset, setting, inference); the network
-    # architecture and weights come from the checkpoint
-    module = hydra.utils.instantiate(cfg.module, model=network.config, init_from=None, _convert_="all")
-    module.model.load_weights(network.state_dict(), source=str(cfg.checkpoint))
-    del network
+    # architecture and weights come from the checkpoint, built once
+    module = hydra.utils.instantiate(cfg.module, model=network.config, network=network, init_from=None, _convert_="all")
     trainer = build_trainer(cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test
     run(module, datamodule=datamodule)

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from zegclip.data.classes import get_dataset_info
 from zegclip.data.datasets import SETTINGS, train_class_ids
 from zegclip.metrics import SegMetrics
-from zegclip.model import ZegCLIPCriterion, build_zegclip, load_model, pseudo_labels
+from zegclip.model import ZegCLIP, ZegCLIPCriterion, build_zegclip, load_model, pseudo_labels
 from zegclip.optim import build_optimizer, build_scheduler, describe_param_groups
 
 SCALAR_METRICS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
@@ -39,6 +39,8 @@ class ZegCLIPModule(L.LightningModule):
             trainable weights start this run, e.g. the inductive model for transductive.
         trainable_only_checkpoints: save only the trainable weights (plus the CLIP name and
             tag) instead of self-contained checkpoints; for sweeps.
+        network: an already built ZegCLIP (e.g. loaded by ``zegclip.eval``) used instead of
+            building one from ``model``, which must then be its ``config``; not a hyperparameter.
     """
 
     def __init__(
@@ -59,12 +61,13 @@ class ZegCLIPModule(L.LightningModule):
         cross_dataset: bool = False,
         init_from: str | None = None,
         trainable_only_checkpoints: bool = False,
+        network: ZegCLIP | None = None,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"module.setting must be one of {SETTINGS}, got {setting!r}")
-        self.save_hyperparameters()
-        self.model = build_zegclip(**model)
+        self.save_hyperparameters(ignore=["network"])
+        self.model = network if network is not None else build_zegclip(**model)
         if init_from:
             source = load_model(init_from)
             self.model.load_weights(source.trainable_state_dict(), trainable_only=True, source=init_from)

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from zegclip.data.classes import DATASETS
+from zegclip.data.classes import DATASETS, voc_colours
 from zegclip.model import CheckpointError, CLIPLoadError, ZegCLIP, load_model
 from zegclip.model.zegclip import zegclip_tiny
 from zegclip.segmentation import (
@@ -122,16 +122,8 @@ def parse_seen(spec: str | None, vocabulary: Vocabulary) -> list[str] | None:
 
 
 def palette(num_colors: int = 256) -> np.ndarray:
-    """A fixed palette, num_colors x 3 uint8: the PASCAL VOC bit-interleaved colours, black skipped."""
-    colors = np.zeros((num_colors, 3), dtype=np.uint8)
-    for i in range(num_colors):
-        code, rgb = i + 1, [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((code >> channel) & 1) << (7 - bit)
-            code >>= 3
-        colors[i] = rgb
-    return colors
+    """A fixed palette, num_colors x 3 uint8: the PASCAL VOC colours, black skipped."""
+    return voc_colours(num_colors + 1)[1:]
 
 
 def label_image(labels: np.ndarray) -> Image.Image:

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zegclip.data.classes import DATASETS
 from zegclip.model import ZegCLIP
+from zegclip.model.inference import short_side_size
 from zegclip.model.loss import upsample
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -185,12 +186,6 @@ def load_image(image: ImageInput) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (3, 4) or 0 in array.shape:
         raise ImageReadError(f"expected an H x W x 3 image array, got shape {array.shape}")
     return np.ascontiguousarray(array[..., :3])
-
-
-def short_side_size(height: int, width: int, short_side: int = 512) -> tuple[int, int]:
-    """(H', W') with the short side ``short_side`` and the aspect ratio kept (no long-side cap)."""
-    scale = short_side / min(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def resize_short_side(images: torch.Tensor, short_side: int | None = 512) -> torch.Tensor:

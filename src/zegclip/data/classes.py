@@ -1,4 +1,4 @@
-"""Class names, seen/unseen splits and label encodings of the benchmarks (SPEC sec. 9).
+"""Class names, seen/unseen splits, label encodings and the VOC colour map (SPEC sec. 9).
 
 Data only: no I/O, no torch. Ids are the *reduced* ids the model predicts (VOC and
 Context-59 without background, COCO-Stuff train ids).
@@ -7,6 +7,8 @@ Context-59 without background, COCO-Stuff train ids).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -400,3 +402,16 @@ SYNTHETIC_UNSEEN: tuple[int, ...] = (4, 5)
 DATASETS["context60"] = DatasetInfo("context60", ("background", *CONTEXT_CLASSES), (), reduce_zero_label=False)
 """Context with background as class 0: only for cross-dataset evaluation (SPEC sec. 9)."""
 DATASETS["synthetic"] = DatasetInfo("synthetic", SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN, reduce_zero_label=True)
+
+
+def voc_colours(count: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved index bits), ``count`` x 3 uint8; 0 is black."""
+    colours = np.zeros((count, 3), dtype=np.uint8)
+    for index in range(count):
+        code, rgb = index, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((code >> channel) & 1) << (7 - bit)
+            code >>= 3
+        colours[index] = rgb
+    return colours

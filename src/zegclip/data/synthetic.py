@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from zegclip.constants import IGNORE_INDEX
-from zegclip.data.classes import SYNTHETIC_CLASSES
+from zegclip.data.classes import SYNTHETIC_CLASSES, voc_colours
 
 __all__ = ["CLASS_COLOURS", "make_sample", "voc_palette", "write_synthetic_voc"]
 
@@ -35,18 +35,8 @@ _CELL = 16
 
 
 def voc_palette() -> list[int]:
-    """The 256-colour PASCAL VOC palette (bit-interleaved colour map), flat RGB list."""
-    palette = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
+    """The 256-colour PASCAL VOC palette as PIL's flat RGB list."""
+    return voc_colours(256).ravel().tolist()
 
 
 def _texture(kind: str, height: int, width: int) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from zegclip.constants import IGNORE_INDEX
+from zegclip.model.inference import short_side_size as test_time_size
 
 __all__ = [
     "MEAN",
@@ -59,9 +60,9 @@ def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, 
 
 
 def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """New (width, height) so that the short side is ``short_side`` (long side not capped)."""
-    factor = short_side / min(height, width)
-    return int(width * factor + 0.5), int(height * factor + 0.5)
+    """New (width, height), cv2's order, of the test-time resize (`zegclip.model.inference`)."""
+    new_height, new_width = test_time_size(height, width, short_side)
+    return new_width, new_height
 
 
 class RatioRangeRescale(A.DualTransform):
