@@ -90,6 +90,7 @@ def test_global_batch_kept_by_accumulation(compose_cfg, devices, batch, expected
         ("trainer.precision=8-mixed", "trainer.precision"),
         ("module.eval_mode=tiles", "module.eval_mode"),
         ("module.templates=photo", "module.templates"),
+        ("module.cpu_attention_backward=fast", "module.cpu_attention_backward"),
     ],
 )
 def test_bad_values_fail_before_building_anything(compose_cfg, override, key):

@@ -55,6 +55,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Fail on values that cannot work before any weights or data are read."""
     from zegclip.data.classes import DATASETS
     from zegclip.data.datasets import SETTINGS
+    from zegclip.model.attention import CPU_BACKWARDS
     from zegclip.model.text import TEMPLATES
 
     checks = [
@@ -62,6 +63,11 @@ def validate_config(cfg: DictConfig) -> None:
         ("data.dataset", cfg.data.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
         ("trainer.precision", str(cfg.trainer.get("precision", "32-true")) in PRECISIONS, f"one of {PRECISIONS}"),
         ("module.eval_mode", cfg.module.eval_mode in ("slide", "whole"), "slide or whole"),
+        (
+            "module.cpu_attention_backward",
+            cfg.module.get("cpu_attention_backward", "flash") in CPU_BACKWARDS,
+            f"one of {list(CPU_BACKWARDS)}",
+        ),
         ("data.batch_size", int(cfg.data.batch_size) > 0, "a positive integer"),
         ("trainer.max_steps", int(cfg.trainer.max_steps) > 0, "a positive integer"),
         ("eval_every", int(cfg.eval_every) > 0, "a positive integer"),

@@ -12,6 +12,7 @@ from zegclip.data.classes import get_dataset_info
 from zegclip.data.datasets import SETTINGS, train_class_ids
 from zegclip.metrics import SegMetrics
 from zegclip.model import ZegCLIP, ZegCLIPCriterion, build_zegclip, load_model, pseudo_labels
+from zegclip.model.attention import CPU_BACKWARDS
 from zegclip.optim import build_optimizer, build_scheduler, describe_param_groups
 
 SCALAR_METRICS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
@@ -39,6 +40,9 @@ class ZegCLIPModule(L.LightningModule):
             trainable weights start this run, e.g. the inductive model for transductive.
         trainable_only_checkpoints: save only the trainable weights (plus the CLIP name and
             tag) instead of self-contained checkpoints; for sweeps.
+        cpu_attention_backward: ``flash`` (PyTorch's) or ``compiled`` (about 30% faster per
+            encoder attention backward when training on CPU; compiles once, needs a C++
+            compiler); GPUs always use PyTorch's.
         network: an already built ZegCLIP (e.g. loaded by ``zegclip.eval``) used instead of
             building one from ``model``, which must then be its ``config``; not a hyperparameter.
     """
@@ -61,13 +65,19 @@ class ZegCLIPModule(L.LightningModule):
         cross_dataset: bool = False,
         init_from: str | None = None,
         trainable_only_checkpoints: bool = False,
+        cpu_attention_backward: str = "flash",
         network: ZegCLIP | None = None,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"module.setting must be one of {SETTINGS}, got {setting!r}")
+        if cpu_attention_backward not in CPU_BACKWARDS:
+            raise ValueError(
+                f"module.cpu_attention_backward must be one of {CPU_BACKWARDS}, got {cpu_attention_backward!r}"
+            )
         self.save_hyperparameters(ignore=["network"])
         self.model = network if network is not None else build_zegclip(**model)
+        self.model.image_encoder.cpu_attention_backward = cpu_attention_backward
         if init_from:
             source = load_model(init_from)
             self.model.load_weights(source.trainable_state_dict(), trainable_only=True, source=init_from)

@@ -98,9 +98,9 @@ def _capture_block_inputs(encoder, images, monkeypatch):
     inputs, outputs = [], []
     original = clip_encoder.run_block
 
-    def spy(block, x, folded_mlp=None):
+    def spy(block, x, *args):
         inputs.append(x.detach().clone())
-        out = original(block, x, folded_mlp)
+        out = original(block, x, *args)
         outputs.append(out.detach().clone())
         return out
 
@@ -122,6 +122,23 @@ def test_run_block_equals_open_clip_block(tiny_model):
     with torch.no_grad():
         block.mlp.c_fc.weight.mul_(2.0)
     assert torch.allclose(clip_encoder.run_block(block, x, folded), block(x), atol=1e-5)
+    # without autograd the residual adds run in place, on the block's own buffers only
+    before = x.clone()
+    with torch.no_grad():
+        assert torch.allclose(clip_encoder.run_block(block, x, folded), block(x), atol=1e-5)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("rows", [9, 1035, 2048])
+def test_linear_narrow_bf16_outputs_transposed(rows):
+    x, weight, bias = torch.randn(1, rows, 96), torch.randn(64, 96), torch.randn(64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = clip_encoder.linear(x, weight, bias), F.linear(x, weight, bias)
+    assert out.shape == ref.shape and out.dtype == ref.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
+    # short inputs are computed as (W x^T)^T: a transposed view; long ones as F.linear
+    assert out.stride()[-1] == (1 if rows >= 2048 else rows)
+    assert clip_encoder.linear(x, weight, bias).stride()[-1] == 1  # fp32: F.linear
 
 
 def test_token_order_embedding_quirk_and_prompt_replacement(tiny_model, monkeypatch):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
+from zegclip.model.attention import attention
 from zegclip.model.prompts import DeepPrompts
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -150,6 +151,36 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Te
 
 
 QUICK_GELU_SCALE = 1.702
+# oneDNN (torch 2.14, AMX CPUs) runs a reduced-precision GEMM with fewer than this many rows
+# and a narrow output on one thread; the transposed product W @ x^T is split across all.
+_TRANSPOSE_MAX_ROWS = 2048
+_TRANSPOSE_MAX_OUT = 1024
+
+
+def _reduced_precision(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
+    return x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear``; on CPU in bf16/fp16, narrow outputs of short inputs as (W x^T)^T.
+
+    The same product, computed as an N x rows matrix and returned as its transposed view:
+    for a 512x512 image (1035 tokens) the 768-wide projections run about twice as fast.
+    """
+    rows, out = x.numel() // x.shape[-1], weight.shape[0]
+    if (
+        x.device.type != "cpu"
+        or torch.compiler.is_compiling()  # inductor picks its own GEMM layout
+        or bias is None
+        or rows >= _TRANSPOSE_MAX_ROWS
+        or out > _TRANSPOSE_MAX_OUT
+        or not _reduced_precision(x, weight)
+    ):
+        return F.linear(x, weight, bias)
+    product = torch.addmm(bias.unsqueeze(1), weight, x.reshape(rows, -1).t())  # out x rows
+    return product.t().reshape(*x.shape[:-1], out)  # a view: ... x out
 
 
 class FoldedQuickGELU:
@@ -184,16 +215,25 @@ class FoldedQuickGELU:
                 folded = (fc.weight * QUICK_GELU_SCALE, fc.bias * QUICK_GELU_SCALE, proj.weight / QUICK_GELU_SCALE)
             self._cache[id(mlp)] = cached = (key, folded)
         w1, b1, w2 = cached[1]
-        return F.linear(F.silu(F.linear(x, w1, b1)), w2, proj.bias)
+        hidden = F.linear(x, w1, b1)
+        # in place (no new 4W-wide buffer) unless autograd needs the pre-activation
+        hidden = F.silu(hidden, inplace=not (torch.is_grad_enabled() and hidden.requires_grad))
+        return linear(hidden, w2, proj.bias)
 
 
-def run_block(block: nn.Module, x: torch.Tensor, folded_mlp: FoldedQuickGELU | None = None) -> torch.Tensor:
+def run_block(
+    block: nn.Module,
+    x: torch.Tensor,
+    folded_mlp: FoldedQuickGELU | None = None,
+    cpu_attention_backward: str = "flash",
+) -> torch.Tensor:
     """One open_clip residual attention block on B x T x W tokens, attention through SDPA.
 
     The same maths as ``block(x)``, but with fused scaled-dot-product attention and no
     sequence-first round trips: nn.MultiheadAttention's inference fast path materialises
     every T x T attention matrix, which costs a third of the encoder's time and, in
-    training, most of its activation memory. QuickGELU MLPs run folded (`FoldedQuickGELU`).
+    training, most of its activation memory. QuickGELU MLPs run folded (`FoldedQuickGELU`);
+    ``cpu_attention_backward`` picks the attention backward on CPU (`attention.attention`).
     Blocks of another kind run their own forward.
     """
     attn = getattr(block, "attn", None)
@@ -208,13 +248,19 @@ def run_block(block: nn.Module, x: torch.Tensor, folded_mlp: FoldedQuickGELU | N
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # B x T x 3W
     # B x T x 3 x heads x d -> 3 x B x heads x T x d
     q, k, v = qkv.view(B, T, 3, attn.num_heads, W // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-    out = F.scaled_dot_product_attention(q, k, v)  # B x heads x T x d
-    x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(B, T, W)))
+    out = attention(q, k, v, cpu_backward=cpu_attention_backward)  # B x heads x T x d
+    out = linear(out.transpose(1, 2).reshape(B, T, W), attn.out_proj.weight, attn.out_proj.bias)
+    x = x + block.ls_1(out)
     mlp = block.mlp
     hidden = block.ln_2(x)
-    if folded_mlp is not None and FoldedQuickGELU.applies(mlp):
-        return x + block.ls_2(folded_mlp(mlp, hidden))
-    return x + block.ls_2(mlp(hidden))
+    # compiled graphs fuse QuickGELU themselves (and cannot hold the folded-weight cache)
+    if folded_mlp is not None and not torch.compiler.is_compiling() and FoldedQuickGELU.applies(mlp):
+        hidden = block.ls_2(folded_mlp(mlp, hidden))
+    else:
+        hidden = block.ls_2(mlp(hidden))
+    if torch.is_grad_enabled() and (x.requires_grad or hidden.requires_grad):
+        return x + hidden
+    return x.add_(hidden)  # x is this block's own tensor: add in place, no new buffer
 
 
 class PromptedVisionEncoder(nn.Module):
@@ -256,6 +302,10 @@ class PromptedVisionEncoder(nn.Module):
         self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
         self.matmul_dtype = torch.float32
         self.folded_mlp = FoldedQuickGELU()
+        self.cpu_attention_backward = "flash"  # or "compiled": faster CPU training (model.attention)
+        self._compiled: Any = None  # compile_for_inference()
+        self._compiled_weights: tuple = ()
+        self._autotune = True
 
     def cast_frozen_matmuls(self, dtype: torch.dtype) -> None:
         """Store the frozen blocks' matmul weights (attention and MLP) in ``dtype``.
@@ -271,6 +321,26 @@ class PromptedVisionEncoder(nn.Module):
                 module.in_proj_weight.data = module.in_proj_weight.data.to(dtype)
                 module.in_proj_bias.data = module.in_proj_bias.data.to(dtype)
         self.matmul_dtype = dtype
+
+    def _weights_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+
+    def compile_for_inference(self, autotune: bool = True) -> None:
+        """Compile the forward with ``torch.compile`` for calls without gradients.
+
+        Inductor freezes the weights into the graph (folding and prepacking them) and,
+        with ``autotune``, picks the fastest of its GEMM kernels; on AMX CPUs the bf16
+        forward gets about 15-20% faster. Each new input shape compiles once (about 30 s
+        on 2 CPU cores with autotuning, then cached on disk).
+        Calls with gradients (training) keep running eagerly. Compile after loading or
+        casting the weights: a compiled forward refuses to run once they change. Each
+        call of this method drops every graph ``torch.compile`` holds in the process
+        (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
+        """
+        torch._dynamo.reset()
+        self._compiled = torch.compile(self._forward, dynamic=False)
+        self._compiled_weights = self._weights_key()
+        self._autotune = autotune
 
     def train(self, mode: bool = True) -> PromptedVisionEncoder:
         super().train(mode)
@@ -297,13 +367,30 @@ class PromptedVisionEncoder(nn.Module):
                 f"the frozen CLIP weights are stored in {self.matmul_dtype}; run the model under "
                 "torch.autocast (Lightning: trainer.precision=bf16-mixed)"
             )
+        if self._compiled is None or torch.is_grad_enabled():
+            return self._forward(images)
+        if self._weights_key() != self._compiled_weights:
+            raise RuntimeError(
+                "the image encoder's weights changed after compile_for_inference(), which froze "
+                "the old ones into the compiled graph; call compile_for_inference() again"
+            )
+        from torch._inductor import config as inductor_config
+
+        # freezing and autotuning are read from the global config (torch.compile's options= does not apply them)
+        backends = "CPP,ATEN" if images.device.type == "cpu" else "ATEN,TRITON"
+        autotune = {"max_autotune": True, "max_autotune_gemm_backends": backends} if self._autotune else {}
+        with inductor_config.patch(freezing=True, **autotune):
+            return self._compiled(images)
+
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, (h, w) = self.embed(images)
         B, N = x.shape[0], self.prompts.num_tokens
         for i, block in enumerate(self.visual.transformer.resblocks):
             prompts = self.prompts(i, B).to(x.dtype)  # B x N x W
             # layer 0: insert after cls; later layers: replace the previous block's prompts
             rest = x[:, 1:] if i == 0 else x[:, 1 + N :]
-            x = run_block(block, torch.cat([x[:, :1], prompts, rest], dim=1), self.folded_mlp)  # B x (1+N+h*w) x W
+            x = torch.cat([x[:, :1], prompts, rest], dim=1)  # B x (1+N+h*w) x W
+            x = run_block(block, x, self.folded_mlp, self.cpu_attention_backward)
         # prompt outputs are discarded; the norms act per token, so drop them first
         x = torch.cat([x[:, :1], x[:, 1 + N :]], dim=1)
         with torch.autocast(x.device.type, enabled=False):  # outputs in fp32 under any precision

@@ -50,14 +50,19 @@ def slide_inference(
     windows = torch.stack([images[:, :, y : y + crop_h, x : x + crop_w] for y, x in boxes], dim=1).flatten(
         0, 1
     )  # (B * windows) x 3 x crop_h x crop_w, image-major
-    scores = torch.cat([score_fn(chunk) for chunk in windows.split(window_batch)])
-    scores = scores.unflatten(0, (B, len(boxes)))  # B x windows x C x crop_h x crop_w
-    canvas = scores.new_zeros(B, scores.shape[2], H, W)
-    count = scores.new_zeros(1, 1, H, W)
-    for i, (y, x) in enumerate(boxes):
-        canvas[:, :, y : y + crop_h, x : x + crop_w] += scores[:, i]
-        count[:, :, y : y + crop_h, x : x + crop_w] += 1
-    return canvas / count
+    canvas = None
+    count = images.new_zeros(H, W)
+    for y, x in boxes:
+        count[y : y + crop_h, x : x + crop_w] += 1
+    for first, chunk in zip(range(0, len(windows), window_batch), windows.split(window_batch), strict=True):
+        scores = score_fn(chunk)  # n x C x crop_h x crop_w, added to the canvas as they come
+        if canvas is None:
+            canvas = scores.new_zeros(B, scores.shape[1], H, W)
+        for j, window_scores in enumerate(scores):
+            b, i = divmod(first + j, len(boxes))
+            y, x = boxes[i]
+            canvas[b, :, y : y + crop_h, x : x + crop_w] += window_scores
+    return canvas.div_(count.to(canvas.dtype))
 
 
 def calibrate(scores: torch.Tensor, seen_mask: torch.Tensor | None, shift: float = 0.1) -> torch.Tensor:
@@ -77,4 +82,5 @@ def calibrate(scores: torch.Tensor, seen_mask: torch.Tensor | None, shift: float
 
 def logits_to_scores(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Mask logits B x C x h x w -> sigmoid scores at ``size`` (logits upsampled first)."""
-    return upsample(mask_logits, size).float().sigmoid()
+    scores = upsample(mask_logits, size).float()
+    return scores.sigmoid() if scores.data_ptr() == mask_logits.data_ptr() else scores.sigmoid_()

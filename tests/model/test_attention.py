@@ -1,0 +1,104 @@
+"""The encoder's attention: the compiled CPU backward gives PyTorch's gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zegclip.model import attention as attention_module
+from zegclip.model.attention import attention
+from zegclip.model.loss import ZegCLIPCriterion
+
+
+def _grads(fn, q, k, v, grad_out):
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = fn(*leaves)
+    out.backward(grad_out)
+    return out.detach(), [t.grad for t in leaves]
+
+
+@pytest.fixture
+def heads_calls(monkeypatch):
+    """Counts the head groups the compiled backward processes."""
+    calls = []
+    original = attention_module._run_heads_backward
+
+    def spy(*args):
+        calls.append(args[0].shape[0])
+        return original(*args)
+
+    monkeypatch.setattr(attention_module, "_run_heads_backward", spy)
+    return calls
+
+
+def test_compiled_backward_matches_flash(heads_calls):
+    torch.manual_seed(0)
+    q, k, v, grad_out = (torch.randn(2, 3, 37, 16, dtype=torch.bfloat16) for _ in range(4))
+    ref_out, ref = _grads(F.scaled_dot_product_attention, q, k, v, grad_out)
+    out, got = _grads(lambda *t: attention(*t, cpu_backward="compiled"), q, k, v, grad_out)
+    assert sum(heads_calls) == 6  # every (image, head) once, a few heads per call
+    assert torch.equal(out, ref_out)  # the forward is PyTorch's own
+    # the rounding of autocast on the unfused attention (bf16 scores and dP, fp32 softmax),
+    # as the released code runs under autocast
+    _, unfused = _grads(_autocast_unfused, q, k, v, grad_out)
+    exact = _grads(F.scaled_dot_product_attention, *(t.float() for t in (q, k, v, grad_out)))[1]
+    for name, a, b, u, e in zip("qkv", got, ref, unfused, exact, strict=True):
+        assert a.dtype == torch.bfloat16
+        assert _rel(a, u) < 1e-2, f"d{name}: {_rel(a, u):.2e} from autocast's unfused attention"
+        assert _rel(a, e) < 3e-2 and _rel(b, e) < 3e-2, f"d{name}: {_rel(a, e):.2e} from fp32"
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _autocast_unfused(q, k, v):
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # bf16
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype) @ v
+
+
+def test_eager_fallback_when_compiling_fails(monkeypatch):
+    def broken():
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(attention_module, "_compiled_heads_backward", broken)
+    monkeypatch.setattr(attention_module, "_compile_failed", False)
+    q, k, v, grad_out = (torch.randn(1, 2, 11, 8, dtype=torch.bfloat16) for _ in range(4))
+    _, ref = _grads(F.scaled_dot_product_attention, q, k, v, grad_out)
+    with pytest.warns(RuntimeWarning, match="no compiler"):
+        _, got = _grads(lambda *t: attention(*t, cpu_backward="compiled"), q, k, v, grad_out)
+    for a, b in zip(got, ref, strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_fp32_keeps_pytorch_backward(monkeypatch):
+    monkeypatch.setattr(attention_module._CompiledBackwardAttention, "apply", None)  # would fail if called
+    q = torch.randn(1, 2, 5, 8, requires_grad=True)
+    attention(q, q, q, cpu_backward="compiled").sum().backward()
+    assert q.grad is not None
+
+
+def test_unknown_backward_named():
+    q = torch.randn(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="cpu_attention_backward"):
+        attention(q, q, q, cpu_backward="fast")
+
+
+def test_prompt_gradients_equal_with_compiled_backward(make_tiny_model, heads_calls):
+    """Wired through the encoder: a bf16 training step's gradients do not depend on it."""
+    images, labels = torch.randn(2, 3, 64, 48), torch.randint(0, 3, (2, 64, 48))
+    grads = {}
+    for backward in ("flash", "compiled"):
+        model = make_tiny_model(prompt_dropout=0.0, dropout=0.0).train()
+        model.image_encoder.cpu_attention_backward = backward
+        embeds = model.encode_text(["cat", "dog", "sky"], ["a photo of a {}."])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = ZegCLIPCriterion()(model(images, embeds).logits, labels)["loss"]
+        loss.backward()
+        grads[backward] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(heads_calls) == 2 * 2  # 2 blocks x 2 images x 1 head of the tiny ViT, all compiled
+    assert grads["flash"].keys() == grads["compiled"].keys()
+    for name, ref in grads["flash"].items():
+        err = ((grads["compiled"][name] - ref).norm() / ref.norm()).item()
+        assert err < 3e-2, f"{name}: {err:.2e}"

@@ -1,0 +1,40 @@
+"""ZegCLIP's image encoder compiled for inference gives the eager outputs, and only for its own weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def _encode(model, images):
+    with torch.no_grad():
+        return model.image_encoder(images)
+
+
+def test_compiled_encoder_matches_eager_and_guards_weights(make_tiny_model):
+    images = torch.randn(2, 3, 64, 48)
+    model, other = make_tiny_model(seed=0), make_tiny_model(seed=1)
+    eager, eager_other = _encode(model, images), _encode(other, images)
+
+    model.image_encoder.compile_for_inference(autotune=False)  # autotuning: slow to compile, same maths
+    calls = []
+    compiled = model.image_encoder._compiled
+    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
+    for got, ref in zip(_encode(model, images), eager, strict=True):
+        assert torch.allclose(got, ref, atol=1e-5)
+    assert calls == [images.shape]
+
+    # with gradients (training) the eager forward runs
+    model.image_encoder(images)
+    assert len(calls) == 1
+
+    # a second model compiled in the same process keeps its own (frozen) weights
+    other.image_encoder.compile_for_inference(autotune=False)
+    for got, ref in zip(_encode(other, images), eager_other, strict=True):
+        assert torch.allclose(got, ref, atol=1e-5)
+
+    # weights changed after compiling: refused, not silently stale
+    with torch.no_grad():
+        other.image_encoder.prompts.prompt_embeddings.add_(1.0)
+    with pytest.raises(RuntimeError, match="compile_for_inference"):
+        _encode(other, images)
