@@ -185,3 +185,20 @@ def test_checkpoint_round_trip(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(
         np.array(Image.open(tmp_path / "ckpt" / "img.png")), np.array(Image.open(tmp_path / "tiny" / "img.png"))
     )
+
+
+def test_precision_and_compile_prepare_the_encoder(tmp_path: Path, capsys, monkeypatch) -> None:
+    """bf16 stores the frozen weights in bf16 once; --compile compiles after the cast."""
+    from zegclip.model.clip_encoder import PromptedVisionEncoder
+
+    seen = []
+    monkeypatch.setattr(
+        PromptedVisionEncoder, "compile_for_inference", lambda self: seen.append(self.matmul_dtype)
+    )  # compiling itself is tested in tests/model/test_compile.py
+    _write_images(tmp_path / "in", {"img.png": (24, 36)})
+    common = [str(tmp_path / "in"), "--tiny", "--classes", "cat; dog; sky", "--short-side", "32"]
+    assert _run([*common, "-o", str(tmp_path / "fp32")], capsys)[0] == 0
+    assert _run([*common, "--precision", "bf16", "--compile", "-o", str(tmp_path / "bf16")], capsys)[0] == 0
+    assert seen == [torch.bfloat16]
+    fp32, bf16 = (np.array(Image.open(tmp_path / name / "img.png")) for name in ("fp32", "bf16"))
+    assert (fp32 == bf16).mean() > 0.9  # bf16 rounding may flip a few near-tied pixels

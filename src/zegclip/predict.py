@@ -222,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--short-side", type=int, default=512, help="resize so the short side is this (paper: 512; 0: keep size)"
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
+    parser.add_argument(
+        "--precision", default="fp32", choices=sorted(PRECISIONS), help="bf16: about 3x faster on CPUs with AMX"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the image encoder (first image of each size compiles, ~1 min; then ~20%% faster)",
+    )
     parser.add_argument(
         "--batch-size", type=int, default=8, help="crops per forward: windows (slide) or same-size images (whole)"
     )
@@ -258,6 +265,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda requested but CUDA is not available")
     model = _load(args)
     device = resolve_device(device, model)
+    model.to(device).eval()
+    if args.precision != "fp32":  # frozen CLIP weights cast once instead of by autocast on every call
+        model.image_encoder.cast_frozen_matmuls(PRECISIONS[args.precision])
+    if args.compile:
+        model.image_encoder.compile_for_inference()
     output.mkdir(parents=True, exist_ok=True)
     start, done, failed = time.perf_counter(), 0, 0
     chunk = args.batch_size if args.mode == "whole" else 1
