@@ -134,10 +134,21 @@ def test_ddp_two_processes_evaluate_like_one(trained, tmp_path):
         assert results[2][key] == pytest.approx(results[1][key], abs=1e-4), key
 
 
-def test_bf16_mixed_precision_trains(compose_cfg):
-    cfg = compose_cfg("train", [*TINY_DEMO, "trainer.precision=bf16-mixed", "trainer.max_steps=2", "eval_every=2"])
+@pytest.mark.parametrize("backward", ["flash", "compiled"])
+def test_bf16_mixed_precision_trains(compose_cfg, backward, monkeypatch):
+    from zegclip.model import attention
+
+    chunks = []
+    original = attention._run_heads_backward
+    monkeypatch.setattr(attention, "_run_heads_backward", lambda *a: chunks.append(1) or original(*a))
+    cfg = compose_cfg(
+        "train",
+        [*TINY_DEMO, "trainer.precision=bf16-mixed", "trainer.max_steps=2", "eval_every=2"]
+        + [f"module.cpu_attention_backward={backward}"],
+    )
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"])) and "val/hIoU" in metrics
+    assert bool(chunks) == (backward == "compiled")
 
 
 def test_multirun_sweep_runs_each_value(trained, tmp_path):
