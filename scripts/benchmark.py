@@ -1,12 +1,13 @@
 """Speed and memory of the ViT-B/16-size ZegCLIP (random weights), fp32 and bf16 autocast.
 
 Prints one JSON object: seconds per 512x512 forward (no grad), per sliding-window
-prediction of a 512x683 image, per training step at batch 2 (on CPU with both attention
-backwards: ``compiled``, the headline figure, and PyTorch's ``flash``), peak memory, and
-the forward's achieved GFLOP/s (attention included) next to a large matmul's, measured
-in the same run.
+prediction of a 512x683 image (eager, and compiled with ``compile_for_inference``), per
+training step at batch 2 (in bf16 on CPU with both attention backwards: ``compiled``,
+the headline figure, and PyTorch's ``flash``), the process's peak memory per phase
+(setup, inference, training, compiling; Linux), and the forward's achieved GFLOP/s
+(attention included) next to a large matmul's, measured in the same run.
 
-    python scripts/benchmark.py [--threads 2] [--repeats 3] [--device cpu]
+    python scripts/benchmark.py [--threads 2] [--repeats 3] [--device cpu] [--no-compile]
 """
 
 from __future__ import annotations
@@ -50,7 +51,22 @@ def matmul_gflops(dtype: torch.dtype, device: str, repeats: int) -> float:
 
 
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """The process's peak resident memory since start, or since the last reset_peak_rss()."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak (Linux: clear_refs 5 resets VmHWM); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def run(precision: str, device: str, repeats: int, num_classes: int, compile_encoder: bool) -> dict:
@@ -100,11 +116,17 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     with torch.no_grad():
         scores = {"eager": slide().float().cpu()}
         logit_std = forward().float().std().item()
+    setup_peak = peak_rss_gib()  # building, FLOP count (autograd on), agreement scores
+    phases = reset_peak_rss()  # then one peak per phase
     result = {
         "precision": precision,
         "forward_s": best_time(forward, repeats),
         "slide_512x683_s": best_time(slide, repeats),
     }
+    if phases:
+        result["peak_rss_setup_gib"] = setup_peak
+        result["peak_rss_inference_gib"] = peak_rss_gib()
+        reset_peak_rss()
     encoder = model.image_encoder
     before_training = {k: v.clone() for k, v in model.trainable_state_dict().items()}
     # the attention backward only differs on CPU in bf16 (model.attention)
@@ -113,7 +135,7 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         encoder.cpu_attention_backward = "compiled"  # the first (warm-up) step compiles it
     result["train_step_b2_s"] = best_time(train_step, max(1, repeats - 1))
     result["cpu_attention_backward"] = encoder.cpu_attention_backward
-    result["peak_rss_gib"] = peak_rss_gib()  # eager inference and training
+    result["peak_rss_train_gib" if phases else "peak_rss_gib"] = peak_rss_gib()
     if compile_encoder:  # first calls compile (and autotune) per input shape; timed separately
         model.load_weights(before_training, trainable_only=True)  # the weights the eager scores had
         encoder.compile_for_inference()
@@ -124,7 +146,7 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         result["compile_s"] = time.perf_counter() - start
         result["forward_compiled_s"] = best_time(forward, repeats)
         result["slide_512x683_compiled_s"] = best_time(slide, repeats)
-        result["peak_rss_with_compile_gib"] = peak_rss_gib()
+        result["peak_rss_compiling_and_compiled_inference_gib"] = peak_rss_gib()
     result.update(forward_gflop=flops / 1e9, logit_std=logit_std)
     result["forward_gflops_per_s"] = flops / result["forward_s"] / 1e9
     result["matmul_gflops_per_s"] = matmul_gflops(
