@@ -378,7 +378,16 @@ class PromptedVisionEncoder(nn.Module):
 
         # freezing and autotuning are read from the global config (torch.compile's options= does not apply them)
         backends = "CPP,ATEN" if images.device.type == "cpu" else "ATEN,TRITON"
-        autotune = {"max_autotune": True, "max_autotune_gemm_backends": backends} if self._autotune else {}
+        autotune = (
+            {
+                "max_autotune": True,
+                "max_autotune_gemm_backends": backends,
+                "autotune_num_choices_displayed": 0,  # no timing table per GEMM on stderr
+                "max_autotune_report_choices_stats": False,
+            }
+            if self._autotune
+            else {}
+        )
         with inductor_config.patch(freezing=True, **autotune):
             return self._compiled(images)
 
