@@ -12,7 +12,6 @@ from zegclip.data.classes import get_dataset_info
 from zegclip.data.datasets import SETTINGS, train_class_ids
 from zegclip.metrics import SegMetrics
 from zegclip.model import ZegCLIP, ZegCLIPCriterion, build_zegclip, load_model, pseudo_labels
-from zegclip.model.attention import CPU_BACKWARDS
 from zegclip.optim import build_optimizer, build_scheduler, describe_param_groups
 
 SCALAR_METRICS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
@@ -71,13 +70,9 @@ class ZegCLIPModule(L.LightningModule):
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"module.setting must be one of {SETTINGS}, got {setting!r}")
-        if cpu_attention_backward not in CPU_BACKWARDS:
-            raise ValueError(
-                f"module.cpu_attention_backward must be one of {CPU_BACKWARDS}, got {cpu_attention_backward!r}"
-            )
         self.save_hyperparameters(ignore=["network"])
         self.model = network if network is not None else build_zegclip(**model)
-        self.model.image_encoder.cpu_attention_backward = cpu_attention_backward
+        self.model.image_encoder.cpu_attention_backward = cpu_attention_backward  # validated there
         if init_from:
             source = load_model(init_from)
             self.model.load_weights(source.trainable_state_dict(), trainable_only=True, source=init_from)

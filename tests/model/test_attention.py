@@ -79,10 +79,13 @@ def test_fp32_keeps_pytorch_backward(monkeypatch):
     assert q.grad is not None
 
 
-def test_unknown_backward_named():
+def test_unknown_backward_named(tiny_model):
     q = torch.randn(1, 1, 4, 8)
     with pytest.raises(ValueError, match="cpu_attention_backward"):
         attention(q, q, q, cpu_backward="fast")
+    with pytest.raises(ValueError, match="cpu_attention_backward"):  # refused when set, not at the first step
+        tiny_model.image_encoder.cpu_attention_backward = "fast"
+    assert tiny_model.image_encoder.cpu_attention_backward == "flash"
 
 
 def test_prompt_gradients_equal_with_compiled_backward(make_tiny_model, heads_calls):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
-from zegclip.model.attention import attention
+from zegclip.model.attention import CPU_BACKWARDS, attention
 from zegclip.model.prompts import DeepPrompts
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -302,7 +302,7 @@ class PromptedVisionEncoder(nn.Module):
         self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
         self.matmul_dtype = torch.float32
         self.folded_mlp = FoldedQuickGELU()
-        self.cpu_attention_backward = "flash"  # or "compiled": faster CPU training (model.attention)
+        self.cpu_attention_backward = "flash"
         self._compiled: Any = None  # compile_for_inference()
         self._compiled_weights: tuple = ()
         self._autotune = True
@@ -321,6 +321,17 @@ class PromptedVisionEncoder(nn.Module):
                 module.in_proj_weight.data = module.in_proj_weight.data.to(dtype)
                 module.in_proj_bias.data = module.in_proj_bias.data.to(dtype)
         self.matmul_dtype = dtype
+
+    @property
+    def cpu_attention_backward(self) -> str:
+        """``flash`` (PyTorch's) or ``compiled``: faster bf16 training on CPU (`attention.attention`)."""
+        return self._cpu_attention_backward
+
+    @cpu_attention_backward.setter
+    def cpu_attention_backward(self, value: str) -> None:
+        if value not in CPU_BACKWARDS:
+            raise ValueError(f"cpu_attention_backward must be one of {CPU_BACKWARDS}, got {value!r}")
+        self._cpu_attention_backward = value
 
     def _weights_key(self) -> tuple:
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
