@@ -16,6 +16,7 @@ import torch
 
 from tests.conftest import TINY_DEMO
 from zegclip import load_model
+from zegclip.callbacks import RunInterrupted
 from zegclip.eval import evaluate
 from zegclip.train import train
 
@@ -76,43 +77,69 @@ def test_checkpoint_is_self_contained_and_evaluates_the_same(trained, compose_cf
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-4), key
 
 
-class _SigtermAt(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
+class _SigtermAtBatch(L.Callback):
+    """Sends SIGTERM to this process after micro-batch ``batch`` (counted over the run)."""
 
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_sigterm_checkpoint_then_resume_matches_uninterrupted(trained, compose_cfg, tmp_path):
-    out, _, data = trained
-    base = [*STEPS, f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'resumed'}", "trainer.log_every_n_steps=1"]
-    cfg = compose_cfg("train", base)
-    from zegclip import config
-
-    original = config.build_trainer
-
-    def with_sigterm(cfg, **kwargs):
-        trainer = original(cfg, **kwargs)
-        trainer.callbacks.append(_SigtermAt(4))
-        return trainer
-
-    config_build = config.build_trainer
+def _train_with(monkeypatch, cfg, *callbacks):
+    """``train(cfg)`` with extra callbacks appended to the trainer the config builds."""
     import zegclip.train as train_module
 
-    train_module.build_trainer = with_sigterm
+    original = train_module.build_trainer
+
+    def build(cfg, **kwargs):
+        trainer = original(cfg, **kwargs)
+        trainer.callbacks.extend(callbacks)
+        return trainer
+
+    monkeypatch.setattr(train_module, "build_trainer", build)
     try:
-        with pytest.raises(SystemExit):
-            train(cfg)
+        return train(cfg)
     finally:
-        train_module.build_trainer = config_build
-    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 4
-    train(compose_cfg("train", [*base, "ckpt_path=last"]))
-    resumed, straight = _losses(tmp_path / "resumed"), _losses(out)
-    for step in range(4, 12):
-        assert resumed[step] == pytest.approx(straight[step], rel=1e-5), step
+        monkeypatch.setattr(train_module, "build_trainer", original)
+
+
+@pytest.mark.parametrize(
+    ("batch_overrides", "sigterm_batch"),
+    [
+        (["data.batch_size=4", "global_batch_size=4"], 1),  # no accumulation
+        (["data.batch_size=2", "global_batch_size=8"], 5),  # accumulate 4, as the VOC/COCO configs: mid-window
+    ],
+    ids=["no_accumulation", "accumulate_4"],
+)
+def test_sigterm_then_resume_is_bit_identical(
+    trained, compose_cfg, tmp_path, monkeypatch, batch_overrides, sigterm_batch
+):
+    _, _, data = trained
+    base = [*TINY_DEMO, *batch_overrides, "trainer.max_steps=4", "eval_every=2", "module.scheduler.warmup_steps=2"]
+    base += [f"paths.data_dir={data}", "trainer.log_every_n_steps=1"]
+    straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
+    train(compose_cfg("train", [*base, f"paths.output_dir={straight_dir}"]))
+
+    cfg = compose_cfg("train", [*base, f"paths.output_dir={resumed_dir}"])
+    with pytest.raises(RunInterrupted, match=r"stopped at step \d on SIGTERM; saved .*last.ckpt") as stop:
+        _train_with(monkeypatch, cfg, _SigtermAtBatch(sigterm_batch))
+    stopped = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert f"step {stopped['global_step']} " in str(stop.value)
+    assert 0 < stopped["global_step"] < 4
+    train(compose_cfg("train", [*base, f"paths.output_dir={resumed_dir}", "ckpt_path=last"]))
+
+    a = torch.load(straight_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4
+    differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not differ, f"{len(differ)} of {len(a['state_dict'])} tensors differ: {differ[:5]}"
+    optimizer_a, optimizer_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    for state_a, state_b in zip(optimizer_a.values(), optimizer_b.values(), strict=True):
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert _losses(resumed_dir) == _losses(straight_dir)
 
 
 def test_ddp_two_processes_evaluate_like_one(trained, tmp_path):

@@ -1,7 +1,9 @@
-"""Lightning callbacks: W&B validation images and IoU tables, checkpoint on interruption."""
+"""Lightning callbacks: W&B validation images and IoU tables, clean stops on signals."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zegclip.data.classes import voc_colours
 from zegclip.model.zegclip import PIXEL_MEAN, PIXEL_STD
@@ -68,15 +72,108 @@ class LogValidationImages(L.Callback):
         self.samples = []
 
 
+class RunInterrupted(Exception):
+    """Training stopped on request (SIGTERM, Ctrl-C) after writing ``last.ckpt``."""
+
+    exit_code = 128 + signal.SIGTERM  # 143, as a process killed by SIGTERM reports
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss, gradient or trainable weight: the run stops, nothing is saved."""
+
+
+def trainable_weights_finite(module: L.LightningModule) -> bool:
+    return all(bool(p.isfinite().all()) for p in module.parameters() if p.requires_grad)
+
+
+def interrupted(trainer: L.Trainer) -> RunInterrupted:
+    """The error that tells a user where a run stopped by a signal left its checkpoint."""
+    stopper = next((c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt)), None)
+    if stopper is not None and stopper.saved is not None:
+        return RunInterrupted(
+            f"stopped at step {trainer.global_step} on {stopper.requested}; saved {stopper.saved}; "
+            "resume with ckpt_path=last and the same run_name"
+        )
+    return RunInterrupted(f"stopped at step {trainer.global_step} by a signal; no checkpoint was written")
+
+
 class CheckpointOnInterrupt(L.Callback):
-    """Write ``last.ckpt`` when training stops early: SIGTERM (a scheduler's pre-emption),
-    Ctrl-C or an error, so ``ckpt_path=last`` continues from that step."""
+    """Stop on SIGTERM (a scheduler's pre-emption) or Ctrl-C at an optimizer-step boundary,
+    write ``last.ckpt`` there and raise :class:`RunInterrupted`, so ``ckpt_path=last``
+    continues bit for bit, with gradient accumulation too.
+
+    The signal only sets a flag; the run stops at the end of the batch that completes an
+    optimizer step (never inside an accumulation window, whose gradients a checkpoint
+    cannot hold). A second Ctrl-C stops at
+    once. After a crash, ``last.ckpt`` is written only at a step boundary with finite
+    weights; after a :class:`NonFiniteError` never, so the last good checkpoints stay.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._handlers: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
+        self._window_open = False  # micro-batches run since the last optimizer step
+        self._step_at_start = 0
+        self.stopping = False  # Lightning was asked to stop at this step boundary
+        self.saved: Path | None = None  # last.ckpt written on that stop
+
+    # --- signals --------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.requested = signal.Signals(signum).name
+        launcher = self._trainer.strategy.launcher if self._trainer is not None else None
+        if launcher is not None:  # DDP launched by Lightning: pass the signal on to the other ranks
+            launcher.kill(signum)
+        rank_zero_info(f"{self.requested} received: stopping at the next step boundary (Ctrl-C again stops at once)")
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.requested, self._trainer, self._window_open, self.stopping = None, trainer, False, False
+        if threading.current_thread() is threading.main_thread():
+            self._handlers = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+
+    def _restore(self) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers, self._trainer = {}, None
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._restore()
+
+    # --- step boundaries --------------------------------------------------------------------
+    def last_path(self, trainer: L.Trainer) -> Path | None:
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is None or checkpoint.dirpath is None:
+            return None
+        return Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step_at_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        self._window_open = trainer.global_step == self._step_at_start  # no optimizer step yet
+        if not self._window_open and trainer.strategy.reduce_boolean_decision(bool(self.requested), all=False):
+            # Lightning's own stop: it raises once this batch (and any validation due) is done,
+            # and on_exception writes last.ckpt from that completed state
+            trainer._signal_connector.received_sigterm = True
+            self.stopping = True
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is None or checkpoint.dirpath is None or trainer.global_step == 0:
+        self._restore()
+        if isinstance(exception, NonFiniteError) or trainer.global_step == 0:
             return
-        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        path = self.last_path(trainer)
+        if self.stopping and isinstance(exception, SIGTERMException) and path is not None:
+            trainer.save_checkpoint(path)
+            self.saved = path
+        if path is None or trainer.state.fn != "fit":
+            return
+        if self._window_open or not trainable_weights_finite(module):
+            reason = "inside an accumulation window" if self._window_open else "with non-finite weights"
+            rank_zero_info(f"stopped {reason} at step {trainer.global_step}; {path} left as it was")
+            return
         trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            print(f"interrupted at step {trainer.global_step} ({type(exception).__name__}); saved {path}")
+        rank_zero_info(f"interrupted at step {trainer.global_step} ({type(exception).__name__}); saved {path}")

@@ -127,12 +127,51 @@ def write_metrics(trainer: L.Trainer, output_dir: str) -> dict[str, float]:
     return metrics
 
 
+def resolve_ckpt_path(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    """The checkpoint ``ckpt_path`` names, checked before Lightning touches it.
+
+    ``last`` must find ``last.ckpt`` in this run's checkpoint folder; a path must be a local
+    zegclip training checkpoint (read ``weights_only``: no code from the file runs).
+    """
+    from zegclip.model.checkpoint import CheckpointError, torch_load
+
+    spec = cfg.get("ckpt_path")
+    if not spec:
+        return None
+    spec = str(spec)
+    if spec == "last":
+        folders = [Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+        found = [f / "last.ckpt" for f in folders if (f / "last.ckpt").is_file()]
+        if not found:
+            where = ", ".join(str(f) for f in folders) or "(no checkpoint callback: callbacks=none?)"
+            raise ConfigError(
+                f"ckpt_path=last: no last.ckpt in {where}; pass the run_name of the run to resume "
+                "(run_name=... as printed by that run) or a checkpoint path"
+            )
+        return str(found[0])
+    if "://" in spec:
+        raise ConfigError(f"ckpt_path={spec}: only local files can be resumed from; download it first")
+    payload = torch_load(spec, mmap=True)
+    if "pytorch-lightning_version" not in payload or "model" not in payload.get("hyper_parameters", {}):
+        raise CheckpointError(
+            f"{spec}: not a zegclip training checkpoint, so training cannot resume from it; "
+            "to start a run from a ZegCLIP.save file or an authors' .pth, use module.init_from=PATH"
+        )
+    return spec
+
+
 def run_cli(fn, cfg: DictConfig) -> None:
-    """Run an entry point; known user errors print one ``error:`` line and exit 2."""
+    """Run an entry point.
+
+    Exit codes: 2 for user errors (one ``error:`` line), 1 for a non-finite loss or weight,
+    143 for a run stopped by SIGTERM / Ctrl-C after writing ``last.ckpt``.
+    """
     import sys
 
     from hydra.errors import InstantiationException
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from zegclip.callbacks import NonFiniteError, RunInterrupted
     from zegclip.data.datasets import DatasetError
     from zegclip.model import CheckpointError, CLIPLoadError
 
@@ -147,3 +186,12 @@ def run_cli(fn, cfg: DictConfig) -> None:
             raise
         print(f"error: {err.__cause__}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except RunInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(RunInterrupted.exit_code)
+    except SIGTERMException:  # Lightning's own stop, outside training (validation, test)
+        print("interrupted: SIGTERM outside training; nothing to resume", file=sys.stderr)
+        sys.exit(RunInterrupted.exit_code)

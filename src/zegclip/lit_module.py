@@ -8,12 +8,15 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from zegclip.callbacks import NonFiniteError, trainable_weights_finite
 from zegclip.data.classes import get_dataset_info
 from zegclip.data.datasets import SETTINGS, train_class_ids
 from zegclip.metrics import SegMetrics
-from zegclip.model import ZegCLIP, ZegCLIPCriterion, build_zegclip, load_model, pseudo_labels
+from zegclip.model import CheckpointError, ZegCLIP, ZegCLIPCriterion, build_zegclip, pseudo_labels
+from zegclip.model.checkpoint import read_checkpoint
 from zegclip.optim import build_optimizer, build_scheduler, describe_param_groups
 
+_NOTHING_SAVED = "stopped without saving; the last good checkpoints are unchanged"
 SCALAR_METRICS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
 
 
@@ -73,9 +76,13 @@ class ZegCLIPModule(L.LightningModule):
         self.save_hyperparameters(ignore=["network"])
         self.model = network if network is not None else build_zegclip(**model)
         self.model.image_encoder.cpu_attention_backward = cpu_attention_backward  # validated there
-        if init_from:
-            source = load_model(init_from)
-            self.model.load_weights(source.trainable_state_dict(), trainable_only=True, source=init_from)
+        if init_from:  # only the trainable tensors are read: nothing else is built or downloaded
+            state = read_checkpoint(init_from).state
+            trainable = {k: state[k] for k in self.model.trainable_state_dict() if k in state}
+            try:
+                self.model.load_weights(trainable, trainable_only=True, source=str(init_from))
+            except (KeyError, ValueError) as err:
+                raise CheckpointError(err.args[0]) from err
         info = get_dataset_info(dataset)
         self.class_names = info.class_names
         self.train_ids = train_class_ids(info, setting)
@@ -105,9 +112,25 @@ class ZegCLIPModule(L.LightningModule):
         if self.hparams.setting == "transductive":
             labels = pseudo_labels(out.logits, labels, self.train_unseen)
         losses = self.criterion(out.logits, labels)
+        finite = bool(torch.isfinite(losses["loss"]))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            where = "" if finite else f" ({losses['loss'].item()})"
+            raise NonFiniteError(f"step {self.global_step}: the training loss is not finite{where}; {_NOTHING_SAVED}")
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return losses["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # fp16 loss scaling skips steps with inf gradients by design; everything else stops
+        if self.trainer.precision == "16-mixed":
+            return
+        for name, param in self.model.named_parameters():
+            if param.grad is not None and not bool(param.grad.isfinite().all()):
+                raise NonFiniteError(f"step {self.global_step}: non-finite gradient of {name}; {_NOTHING_SAVED}")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not trainable_weights_finite(self):
+            raise NonFiniteError(f"step {self.global_step}: a trainable weight is not finite; {_NOTHING_SAVED}")
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, **(self.hparams.optimizer or {}))

@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from zegclip.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
+from zegclip.callbacks import interrupted
+from zegclip.config import (
+    CONFIG_DIR,
+    build_trainer,
+    resolve_ckpt_path,
+    run_cli,
+    save_resolved,
+    validate_config,
+    write_metrics,
+)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -21,11 +31,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.check_root()
     module = hydra.utils.instantiate(cfg.module, _convert_="all")
     trainer = build_trainer(cfg)
+    ckpt_path = resolve_ckpt_path(cfg, trainer)
+    # every checkpoint is read weights_only: tensors and plain containers, never code
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException as stop:  # Lightning's stop, asked for by CheckpointOnInterrupt
+            raise interrupted(trainer) from stop
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     return write_metrics(trainer, cfg.paths.output_dir)
 
 

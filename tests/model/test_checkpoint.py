@@ -113,7 +113,7 @@ def test_unknown_and_missing_keys_are_named(make_tiny_model, tmp_path):
         load_official_checkpoint(tmp_path / "extra.pth")
     missing = {k: v for k, v in state.items() if k != "backbone.ln_post.bias"}
     torch.save({"state_dict": missing}, tmp_path / "missing.pth")
-    with pytest.raises(KeyError, match="image_encoder.visual.ln_post.bias"):
+    with pytest.raises(CheckpointError, match="image_encoder.visual.ln_post.bias"):
         load_official_checkpoint(tmp_path / "missing.pth")
     torch.save({"state_dict": {"x": torch.zeros(1)}}, tmp_path / "ours.pth")
     with pytest.raises(CheckpointError, match="not an authors'"):

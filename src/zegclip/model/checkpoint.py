@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import pickle
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zegclip.model.clip_encoder import resolve_quick_gelu
 from zegclip.model.zegclip import CHECKPOINT_FORMAT, ZegCLIP, build_zegclip
 
 
@@ -15,37 +19,91 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read as a ZegCLIP model; the message names the file."""
 
 
-def _torch_load(path: str | os.PathLike, map_location: str | torch.device) -> dict[str, Any]:
+def _load_failure(path: str | os.PathLike, err: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words a person understands."""
+    text = str(err)
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, EOFError) or os.path.getsize(path) == 0:
+        return "the file is empty or cut short"
+    if "central directory" in text or "zip archive" in text:
+        return "the file is truncated or corrupt (incomplete zip archive); download or copy it again"
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        return (
+            f"it holds a Python object ({blocked.group(1)}) besides tensors and plain containers; "
+            "refusing to unpickle it, since that could run code from the file"
+        )
+    if isinstance(err, pickle.UnpicklingError | KeyError | ValueError | UnicodeDecodeError):
+        return "not a PyTorch checkpoint (its content is neither a torch.save zip archive nor a tensor pickle)"
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else 'unreadable'}"
+
+
+def torch_load(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with one readable :class:`CheckpointError` per failure.
+
+    Never unpickles arbitrary objects: no code from a file runs. ``mmap`` maps the tensors
+    instead of reading them (a cheap look at a large file).
+    """
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: cannot read this checkpoint: {_load_failure(path, err)}") from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(payload).__name__}")
     return payload
 
 
-def _ours_from_payload(payload: dict[str, Any], path: str | os.PathLike, overrides: dict[str, Any]) -> ZegCLIP:
+@dataclass
+class CheckpointContents:
+    """What a checkpoint of any supported format holds, in this package's key names.
+
+    Attributes:
+        config: ``build_zegclip`` keyword arguments.
+        state: weights under :class:`ZegCLIP` state-dict names.
+        full: whether ``state`` holds every weight (CLIP included), so no CLIP source is needed.
+        metadata: provenance and facts stored with the weights.
+        kind: ``zegclip`` (``ZegCLIP.save``), ``lightning`` (a training ``.ckpt``) or ``official``.
+    """
+
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    full: bool
+    metadata: dict[str, Any]
+    kind: str
+
+
+def _ours(payload: dict[str, Any], path: str | os.PathLike) -> CheckpointContents:
     """A file written by ``ZegCLIP.save`` or a ``ZegCLIPModule`` training checkpoint."""
-    metadata = {}
     if payload.get("format") == CHECKPOINT_FORMAT:
-        config, state = payload["config"], payload["state_dict"]
-        metadata = payload.get("metadata", {})
-    elif "model" in payload.get("hyper_parameters", {}):
-        config = dict(payload["hyper_parameters"]["model"])
+        config, state, kind = dict(payload["config"]), payload["state_dict"], "zegclip"
+        metadata = dict(payload.get("metadata", {}))
+    elif "model" in payload.get("hyper_parameters", {}) and isinstance(payload.get("state_dict"), dict):
+        config, kind, metadata = dict(payload["hyper_parameters"]["model"]), "lightning", {}
         state = {k[len("model.") :]: v for k, v in payload["state_dict"].items() if k.startswith("model.")}
     else:
         raise CheckpointError(
             f"{path}: not a ZegCLIP checkpoint (expected one written by ZegCLIP.save, "
             "a zegclip training .ckpt, or an authors' .pth)"
         )
-    trainable_only = "image_encoder.visual.conv1.weight" not in state
-    model = build_zegclip(**{**config, **overrides})
-    model.load_weights(state, trainable_only=trainable_only, source=str(path))
-    model.metadata.update(metadata, source=str(path))
-    return model
+    full = "image_encoder.visual.conv1.weight" in state
+    return CheckpointContents(config, state, full, metadata, kind)
+
+
+def read_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", decoder_heads: int = 8
+) -> CheckpointContents:
+    """Read any supported checkpoint without building a model (``weights_only`` loading)."""
+    payload = torch_load(path, map_location)
+    if _is_official(payload):
+        return _official(payload, path, decoder_heads)
+    return _ours(payload, path)
 
 
 def _is_official(payload: dict[str, Any]) -> bool:
@@ -170,22 +228,53 @@ def convert_official_state_dict(state: dict[str, torch.Tensor], num_layers: int)
     return converted
 
 
-def _official_from_payload(payload: dict[str, Any], path: str | os.PathLike, decoder_heads: int) -> ZegCLIP:
+def _official(payload: dict[str, Any], path: str | os.PathLike, decoder_heads: int) -> CheckpointContents:
     state = payload["state_dict"]
     try:
         config = official_config(state, decoder_heads=decoder_heads)
         converted = convert_official_state_dict(state, config["decoder_layers"])
     except KeyError as err:
         raise CheckpointError(f"{path}: {err.args[0]}") from err
-    model = build_zegclip(**config)
-    for key, value in model.state_dict().items():
-        if key in NOT_IN_OFFICIAL:
-            converted.setdefault(key, value)
-    model.load_weights(converted, source=str(path))
+    metadata: dict[str, Any] = {}
     empty_weight = state.get("decode_head.loss_decode.criterion.empty_weight")
     if empty_weight is not None:  # one entry per training class plus "no object"
-        model.metadata["num_train_classes"] = int(empty_weight.shape[0]) - 1
-    model.metadata["source"] = str(path)
+        metadata["num_train_classes"] = int(empty_weight.shape[0]) - 1
+    return CheckpointContents(config, converted, True, metadata, "official")
+
+
+def build_from_checkpoint(
+    contents: CheckpointContents, source: str, overrides: dict[str, Any] | None = None
+) -> ZegCLIP:
+    """Build the network a checkpoint describes and load its weights.
+
+    Full checkpoints build CLIP with random weights (then overwritten), so they load with no
+    network and no CLIP cache; the activation is resolved from the recorded CLIP source.
+    ``overrides`` change build arguments; one that does not fit the weights is an error
+    naming the tensor.
+    """
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(inspect.signature(build_zegclip).parameters))
+    if unknown:
+        raise TypeError(f"unknown override(s) {unknown}; expected arguments of build_zegclip")
+    config = {**contents.config, **overrides}
+    if contents.full:
+        config["quick_gelu"] = resolve_quick_gelu(
+            config.get("clip_model", "ViT-B-16"), config.get("pretrained"), config.get("quick_gelu")
+        )
+        model = build_zegclip(**{**config, "pretrained": None})
+        model.config["pretrained"] = config.get("pretrained")  # where CLIP came from, for the record
+    else:
+        model = build_zegclip(**config)
+    state = dict(contents.state)
+    if contents.kind == "official":
+        for key, value in model.state_dict().items():
+            if key in NOT_IN_OFFICIAL:
+                state.setdefault(key, value)
+    try:
+        model.load_weights(state, trainable_only=not contents.full, source=source)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(err.args[0] if err.args else f"{source}: weights do not fit") from err
+    model.metadata.update(contents.metadata, source=source)
     return model
 
 
@@ -197,18 +286,18 @@ def load_official_checkpoint(
     Architecture (prompt count, widths, depths, resolution) is inferred from the tensor
     shapes; the number of heads is not stored in the file (8 in every released model).
     """
-    payload = _torch_load(path, map_location)
+    payload = torch_load(path, map_location)
     if not _is_official(payload):
         raise CheckpointError(f"{path}: not an authors' ZegCLIP checkpoint (no 'state_dict' with 'backbone.' keys)")
-    return _official_from_payload(payload, path, decoder_heads)
+    return build_from_checkpoint(_official(payload, path, decoder_heads), str(path))
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", **overrides: Any) -> ZegCLIP:
     """Any checkpoint: ours (``ZegCLIP.save``), a training ``.ckpt`` or the authors' ``.pth``.
 
-    ``overrides`` change build arguments of our own checkpoints (e.g. ``prompt_dropout``).
+    Full checkpoints need no network and no CLIP cache. ``overrides`` change build
+    arguments (e.g. ``prompt_dropout``, or ``decoder_heads`` of an authors' file, which
+    does not store it); one that does not fit the stored weights raises CheckpointError.
     """
-    payload = _torch_load(path, map_location)
-    if _is_official(payload):
-        return _official_from_payload(payload, path, decoder_heads=8)
-    return _ours_from_payload(payload, path, overrides)
+    contents = read_checkpoint(path, map_location=map_location, decoder_heads=overrides.get("decoder_heads", 8))
+    return build_from_checkpoint(contents, str(path), overrides)

@@ -43,20 +43,45 @@ def _is_weights_file(pretrained: str) -> bool:
 
 
 def _tag_is_cached(model_name: str, tag: str, cache_dir: str | None) -> bool:
-    """True when open_clip can load ``tag`` without touching the network."""
+    """True when open_clip can load ``tag`` without touching the network.
+
+    Hub weights: huggingface_hub's own cache lookup for the file names open_clip asks for
+    (its safetensors name first, then its ``.bin`` name, or the file the tag names).
+    """
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if "file" in cfg:
         return os.path.isfile(cfg["file"])
     hub = cfg.get("hf_hub", "")
     if hub:
         from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
         repo_id, filename = os.path.split(hub)
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
         return any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str) for name in names)
     url = cfg.get("url", "")
     root = cache_dir or os.path.expanduser("~/.cache/clip")
     return bool(url) and os.path.isfile(os.path.join(root, os.path.basename(url)))
+
+
+def resolve_quick_gelu(model_name: str, pretrained: str | None, quick_gelu: bool | None) -> bool:
+    """The activation to force: ``quick_gelu`` when given, else what an open_clip tag was trained with.
+
+    open_clip 3.x only warns when a tag trained with QuickGELU (``openai``) is loaded into a
+    GELU architecture (``ViT-B-16``), so the tag's own setting is applied here.
+    """
+    if quick_gelu is not None:
+        return bool(quick_gelu)
+    if pretrained and not _is_weights_file(pretrained) and not os.path.isfile(pretrained):
+        return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+    return False
+
+
+def uses_quick_gelu(clip: nn.Module) -> bool:
+    """Whether an open_clip CLIP's towers run QuickGELU (read off the built modules)."""
+    return any(isinstance(m, QuickGELU) for m in clip.modules())
 
 
 def _network_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -94,43 +119,51 @@ def load_clip(
             ``"zegclip-tiny"``.
         pretrained: an open_clip tag (``"openai"``, a LAION tag), a local weights file
             (.pt/.bin/.safetensors state dict), or None for random weights.
-        quick_gelu: force QuickGELU. OpenAI weights need it; open_clip sets it for the
-            ``openai`` tag only, so pass True with a local OpenAI weights file.
+        quick_gelu: force QuickGELU (True) or not (False). None: what the tag was trained
+            with (QuickGELU for ``openai``), plain GELU for files and random weights unless the
+            architecture name says otherwise (``ViT-B-16-quickgelu``). Pass True with a local
+            OpenAI weights file.
         clip_config: an explicit open_clip config (``embed_dim``, ``vision_cfg``,
             ``text_cfg``, ``quick_gelu``) used instead of ``model_name``; random weights.
         cache_dir: where tagged weights are cached.
     """
     _register_configs()
+    if clip_config is None and pretrained and not _is_weights_file(pretrained) and not os.path.isfile(pretrained):
+        _check_tag(model_name, pretrained)
+    force_quick_gelu = resolve_quick_gelu(model_name, pretrained, quick_gelu)
     if clip_config is not None:
         clip = open_clip.model.CLIP(**clip_config)
     elif not pretrained:
-        clip = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=bool(quick_gelu))
+        clip = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=force_quick_gelu)
     elif _is_weights_file(pretrained) or os.path.isfile(pretrained):
         if not os.path.isfile(pretrained):
             raise CLIPLoadError(f"CLIP weights file not found: {pretrained}")
         try:
-            clip = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=bool(quick_gelu))
+            clip = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=force_quick_gelu)
         except Exception as err:  # open_clip raises many kinds; name the file once
             raise CLIPLoadError(f"cannot load CLIP weights file {pretrained} into {model_name!r}: {err}") from err
     else:
-        if model_name not in open_clip.list_models():
-            raise CLIPLoadError(f"unknown open_clip model {model_name!r}")
-        if not open_clip.get_pretrained_cfg(model_name, pretrained):
-            known = open_clip.list_pretrained_tags_by_model(model_name)
-            raise _tag_error(model_name, pretrained, f"unknown tag; known tags: {known}")
         if not _tag_is_cached(model_name, pretrained, cache_dir) and not _network_reachable():
             raise _tag_error(model_name, pretrained, "no network and no cached copy")
         try:
             clip = open_clip.create_model(
                 model_name,
                 pretrained=pretrained,
-                force_quick_gelu=bool(quick_gelu),
+                force_quick_gelu=force_quick_gelu,
                 cache_dir=cache_dir,
             )
         except Exception as err:
             raise _tag_error(model_name, pretrained, str(err)) from err
     clip.requires_grad_(False)
     return clip.eval()
+
+
+def _check_tag(model_name: str, tag: str) -> None:
+    if model_name not in open_clip.list_models():
+        raise CLIPLoadError(f"unknown open_clip model {model_name!r}")
+    if not open_clip.get_pretrained_cfg(model_name, tag):
+        known = open_clip.list_pretrained_tags_by_model(model_name)
+        raise _tag_error(model_name, tag, f"unknown tag; known tags: {known}")
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

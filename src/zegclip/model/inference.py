@@ -14,7 +14,11 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 def short_side_size(height: int, width: int, short_side: int = 512) -> tuple[int, int]:
     """Test-time size (H', W'): short side exactly ``short_side``, aspect kept, long side not
-    capped; each side int(side * short_side / short + 0.5) (SPEC sec. 6)."""
+    capped; each side int(side * short_side / short + 0.5) (SPEC sec. 6).
+
+    The one test-size rule, (height, width) in and out: evaluation's ``ShortSideResize`` and
+    `zegclip.segment` both size through ``zegclip.segmentation.inference_size``, which calls it.
+    """
     scale = short_side / min(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
 

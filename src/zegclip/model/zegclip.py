@@ -13,7 +13,7 @@ import open_clip
 import torch
 from torch import nn
 
-from zegclip.model.clip_encoder import TINY_CLIP, PromptedVisionEncoder, load_clip
+from zegclip.model.clip_encoder import TINY_CLIP, PromptedVisionEncoder, load_clip, uses_quick_gelu
 from zegclip.model.decoder import AttentionMaskDecoder, RelationshipDescriptor
 from zegclip.model.inference import calibrate, logits_to_scores, slide_inference
 from zegclip.model.loss import upsample
@@ -138,12 +138,11 @@ class ZegCLIP(nn.Module):
     def save(self, path: str | os.PathLike, *, trainable_only: bool = False) -> None:
         """Write a checkpoint that :meth:`from_checkpoint` reads with ``torch.load`` alone.
 
-        A full checkpoint needs nothing else; a trainable-only one rebuilds CLIP from
+        A full checkpoint needs nothing else (no network, no CLIP cache: its ``pretrained``
+        entry only records where CLIP came from); a trainable-only one rebuilds CLIP from
         its ``clip_model`` / ``pretrained`` source when loaded.
         """
         config = dict(self.config)
-        if not trainable_only:
-            config["pretrained"] = None  # the weights travel in the file
         state = self.trainable_state_dict() if trainable_only else self.state_dict()
         payload = {
             "format": CHECKPOINT_FORMAT,
@@ -166,14 +165,22 @@ class ZegCLIP(nn.Module):
     def load_weights(
         self, state: dict[str, torch.Tensor], *, trainable_only: bool = False, source: str = "state"
     ) -> None:
-        """Load a state dict; any missing or unexpected key is an error that names it."""
-        expected = set(self.trainable_state_dict() if trainable_only else self.state_dict())
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        """Load a state dict; a missing, unexpected or differently shaped tensor is an error naming it."""
+        own = self.trainable_state_dict() if trainable_only else self.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:
             raise KeyError(
                 f"{source}: weights do not match this model; missing {missing[:10]}"
                 f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
                 f"{' ...' if len(unexpected) > 10 else ''}"
+            )
+        wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:
+            key = wrong[0]
+            raise ValueError(
+                f"{source}: the config does not fit the weights: {key} is {tuple(state[key].shape)} in the "
+                f"checkpoint but {tuple(own[key].shape)} in the model built from the config"
+                f"{f' (and {len(wrong) - 1} more tensors)' if len(wrong) > 1 else ''}"
             )
         self.load_state_dict(state, strict=not trainable_only)
 
@@ -226,7 +233,9 @@ def build_zegclip(
         image_size: training crop; the positional embedding is resized to its grid once.
         decoder_layers, decoder_heads, decoder_ffn_dim, dropout: the mask decoder (3, 8, 2048, 0.1).
         prompt_dropout: dropout on inserted prompts (0.1).
-        quick_gelu: force QuickGELU (needed for OpenAI weights given as a file).
+        quick_gelu: force QuickGELU (True) or GELU (False); None takes the tag's own
+            activation (QuickGELU for ``openai``). Needed as True for OpenAI weights given as
+            a file. ``config["quick_gelu"]`` records the activation actually built.
         clip_config: explicit open_clip config instead of ``clip_model`` (random weights).
         cache_dir: download cache for tagged weights.
     """
@@ -245,6 +254,7 @@ def build_zegclip(
         "clip_config": clip_config,
     }
     clip = load_clip(clip_model, pretrained, quick_gelu=quick_gelu, clip_config=clip_config, cache_dir=cache_dir)
+    config["quick_gelu"] = uses_quick_gelu(clip)  # rebuilt the same from a checkpoint, whatever the tag
     if clip_config is not None:
         context = clip_config["text_cfg"].get("context_length", 77)
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
