@@ -1,11 +1,16 @@
 """Speed and memory of the ViT-B/16-size ZegCLIP (random weights), fp32 and bf16 autocast.
 
-Prints one JSON object: seconds per 512x512 forward (no grad), per sliding-window
-prediction of a 512x683 image (eager, and compiled with ``compile_for_inference``), per
-training step at batch 2 (in bf16 on CPU with both attention backwards: ``compiled``,
-the headline figure, and PyTorch's ``flash``), the process's peak memory per phase
-(setup, inference, training, compiling; Linux), and the forward's achieved GFLOP/s
-(attention included) next to a large matmul's, measured in the same run.
+Prints one JSON object: the CPU model and its bf16-relevant instruction sets, seconds per
+512x512 forward (no grad), per sliding-window prediction of a 512x683 image (eager, and
+compiled with ``compile_for_inference``), per training step at batch 2 (in bf16 on CPU with
+both attention backwards: ``compiled``, the headline figure, and PyTorch's ``flash``), and
+the process's peak memory per phase (setup, inference, training, compiling; Linux).
+
+Seconds only compare runs on the same machine. Every timed figure therefore also comes as
+machine-relative numbers: its FLOPs (matmuls, convolutions and attention, counted once in
+eager mode), the achieved GFLOP/s, and that rate as a fraction of a large (2048^3) matmul's
+rate at the same precision measured in the same run. No figure is compared to timings taken
+on another machine.
 
     python scripts/benchmark.py [--threads 2] [--repeats 3] [--device cpu] [--no-compile]
 """
@@ -14,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -23,14 +30,63 @@ import tempfile
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from zegclip import build_zegclip
-from zegclip.efficiency import count_flops
+from zegclip.efficiency import _EXTRA_FORMULAS
 from zegclip.model import ZegCLIPCriterion
 
 LOGIT_SPREAD = 300.0
-# the authors' implementation (fp32, 2 threads, same model size) on one of our CPU machines
-AUTHORS_CPU_SECONDS = {"forward_s": 0.77, "slide_512x683_s": 1.63, "train_step_b2_s": 4.06}
+BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+"""CPU flags that decide bf16 speed: AVX-512, its bf16 dot products, and AMX tiles with bf16."""
+TIMED = {  # timed figure -> the FLOP count it runs (compiling and the attention backward change no FLOPs)
+    "forward_s": "forward",
+    "forward_compiled_s": "forward",
+    "slide_512x683_s": "slide_512x683",
+    "slide_512x683_compiled_s": "slide_512x683",
+    "train_step_b2_s": "train_step_b2",
+    "train_step_b2_flash_backward_s": "train_step_b2",
+}
+
+
+def _attention_backward_flops(grad_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """dV, dP, dQ and dK of the CPU flash-attention backward: twice the forward's Q K^T and A V."""
+    B, heads, Lq, E = query_shape
+    return 4 * B * heads * Lq * key_shape[-2] * (E + value_shape[-1])
+
+
+def count_flops(fn) -> int:
+    """FLOPs of the matmuls, convolutions and attention ``fn`` runs, the CPU attention backward included.
+
+    ``zegclip.efficiency.count_flops`` plus a formula for the CPU attention backward, which
+    torch's counter does not know either.
+    """
+    mapping = dict(_EXTRA_FORMULAS)
+    name = "_scaled_dot_product_flash_attention_for_cpu_backward"
+    if hasattr(torch.ops.aten, name):
+        mapping[getattr(torch.ops.aten, name)] = _attention_backward_flops
+    with torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def cpu_info() -> dict:
+    """CPU model ("model name" of /proc/cpuinfo, else platform.processor()) and its bf16 flags.
+
+    A flag is True/False when /proc/cpuinfo lists the CPU's flags, None where it cannot be read.
+    """
+    model, flags = None, None
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and flags is None:
+                flags = set(value.split())
+    return {
+        "cpu": model or platform.processor() or platform.machine() or "unknown",
+        "cpu_bf16_features": {flag: None if flags is None else flag in flags for flag in BF16_FLAGS},
+    }
 
 
 def best_time(fn, repeats: int) -> float:
@@ -109,14 +165,23 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         model.eval()
 
     model.eval()
+    predict_with_grad = inspect.unwrap(type(model).predict)  # predict is no_grad; the FLOP counter needs grad
     with autocast:
-        flops = count_flops(lambda: model(image, embeds))
+        flops = {
+            "forward": count_flops(lambda: model(image, embeds)),
+            "slide_512x683": count_flops(lambda: predict_with_grad(model, wide, embeds, mode="slide")),
+        }
+        model.train()
+        flops["train_step_b2"] = count_flops(  # forward and backward; the optimizer's element-wise work is not counted
+            lambda: criterion(model(batch, embeds).logits, labels)["loss"].backward()
+        )
+    optimizer.zero_grad(set_to_none=True)
     # scores for the bf16 agreement check, before training steps change the weights
     model.eval()
     with torch.no_grad():
         scores = {"eager": slide().float().cpu()}
         logit_std = forward().float().std().item()
-    setup_peak = peak_rss_gib()  # building, FLOP count (autograd on), agreement scores
+    setup_peak = peak_rss_gib()  # building, FLOP counts (autograd on), agreement scores
     phases = reset_peak_rss()  # then one peak per phase
     result = {
         "precision": precision,
@@ -147,11 +212,16 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         result["forward_compiled_s"] = best_time(forward, repeats)
         result["slide_512x683_compiled_s"] = best_time(slide, repeats)
         result["peak_rss_compiling_and_compiled_inference_gib"] = peak_rss_gib()
-    result.update(forward_gflop=flops / 1e9, logit_std=logit_std)
-    result["forward_gflops_per_s"] = flops / result["forward_s"] / 1e9
-    result["matmul_gflops_per_s"] = matmul_gflops(
-        torch.bfloat16 if precision == "bf16" else torch.float32, device, repeats
-    )
+    result["logit_std"] = logit_std
+    matmul = matmul_gflops(torch.bfloat16 if precision == "bf16" else torch.float32, device, repeats)
+    result["matmul_gflops_per_s"] = matmul
+    for name, count in flops.items():
+        result[f"{name}_gflop"] = count / 1e9
+    for key, name in TIMED.items():  # machine-relative: the achieved rate, and as a share of the matmul rate
+        if key in result:
+            figure = key.removesuffix("_s")
+            result[f"{figure}_gflops_per_s"] = flops[name] / result[key] / 1e9
+            result[f"{figure}_fraction_of_matmul"] = flops[name] / result[key] / 1e9 / matmul
     result["_slide_scores"] = scores
     return result
 
@@ -178,20 +248,18 @@ def main() -> None:
                 cmd += ["--classes", str(args.classes)] + (["--no-compile"] if args.no_compile else [])
                 runs[precision] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                 scores[precision] = torch.load(out)
+        for result in runs.values():  # the machine is reported once, at the top
+            for key in cpu_info():
+                result.pop(key, None)
         report = {
+            **cpu_info(),
+            "threads": runs["fp32"]["threads"],
             "fp32": runs["fp32"],
             "bf16": runs["bf16"],
             "bf16_speedup_forward": runs["fp32"]["forward_s"] / runs["bf16"]["forward_s"],
             "bf16_speedup_slide": runs["fp32"]["slide_512x683_s"] / runs["bf16"]["slide_512x683_s"],
             "bf16_speedup_train_step": runs["fp32"]["train_step_b2_s"] / runs["bf16"]["train_step_b2_s"],
-            "speedup_vs_authors_cpu": {  # meaningful on the 2-thread CPU the reference was timed on
-                precision: {
-                    key: AUTHORS_CPU_SECONDS[key.replace("_compiled", "")] / seconds
-                    for key, seconds in runs[precision].items()
-                    if key.replace("_compiled", "") in AUTHORS_CPU_SECONDS
-                }
-                for precision in ("fp32", "bf16")
-            },
+            "bf16_speedup_matmul": runs["bf16"]["matmul_gflops_per_s"] / runs["fp32"]["matmul_gflops_per_s"],
         }
         ref = scores["fp32"]["eager"]
         top2 = ref.topk(2, dim=1).values
@@ -209,9 +277,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     result = run(args.precision, args.device, args.repeats, args.classes, not args.no_compile)
     scores = result.pop("_slide_scores")
-    result.update(device=args.device, threads=torch.get_num_threads(), torch=torch.__version__)
+    result.update(device=args.device, threads=torch.get_num_threads(), torch=torch.__version__, **cpu_info())
     if args.device == "cuda":
         result["cuda_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        result["cuda_device"] = torch.cuda.get_device_name()
     if args.scores_out:
         torch.save(scores, args.scores_out)
     print(json.dumps(result, indent=2))

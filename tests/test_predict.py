@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,187 @@ def test_precision_and_compile_prepare_the_encoder(tmp_path: Path, capsys, monke
     assert seen == [torch.bfloat16]
     fp32, bf16 = (np.array(Image.open(tmp_path / name / "img.png")) for name in ("fp32", "bf16"))
     assert (fp32 == bf16).mean() > 0.9  # bf16 rounding may flip a few near-tied pixels
+
+
+# ---------------------------------------------------------------- any image, bounded, isolated failures
+
+
+def test_extreme_aspect_ratio_completes_with_a_note(tmp_path: Path, capsys) -> None:
+    """4000 x 20 at the paper's scale would be 102,400 x 512 (3 GB); capped it takes seconds."""
+    _write_images(tmp_path / "in", {"strip.png": (4000, 20), "ok.png": (40, 60)})
+    start = time.perf_counter()
+    code, err = _run([str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "-o", str(tmp_path / "out")], capsys)
+    assert time.perf_counter() - start < 60
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "strip.png" in notes[0] and "long side capped" in notes[0], err
+    with Image.open(tmp_path / "out" / "strip.png") as label:
+        assert label.size == (20, 4000)
+    lines = (tmp_path / "out" / PREDICTIONS_FILE).read_text().splitlines()
+    records = {Path(r["image"]).name: r for r in map(json.loads, lines)}
+    assert "long side capped" in records["strip.png"]["note"] and "note" not in records["ok.png"]
+
+
+def _flaky_segment_batch(monkeypatch, error: BaseException) -> list[int]:
+    """segment_batch that raises ``error`` for any batch holding an image whose pixels are all 7."""
+    import zegclip.predict as predict
+
+    calls = []
+    real = predict.segment_batch
+
+    def flaky(model, images, *args, **kwargs):
+        calls.append(len(images))
+        if any((np.asarray(image) == 7).all() for image in images):
+            raise error
+        return real(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "segment_batch", flaky)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [("slide", RuntimeError("CUDA out of memory.\nTried to allocate 3 GB")), ("whole", MemoryError())],
+)
+def test_an_image_failing_mid_run_does_not_stop_the_others(tmp_path: Path, capsys, monkeypatch, mode, error) -> None:
+    _write_images(tmp_path / "in", {"a.png": (24, 36), "c.png": (24, 36), "d.png": (24, 36)})
+    Image.fromarray(np.full((24, 36, 3), 7, np.uint8)).save(tmp_path / "in" / "b.png")
+    calls = _flaky_segment_batch(monkeypatch, error)
+    argv = [str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "--short-side", "32", "--mode", mode]
+    code, err = _run([*argv, "--batch-size", "4", "-o", str(tmp_path / "out")], capsys)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "b.png" in errors[0] and type(error).__name__ in errors[0], err
+    assert "done 3 image(s), failed 1" in err
+    lines = (tmp_path / "out" / PREDICTIONS_FILE).read_text().splitlines()
+    assert sorted(Path(json.loads(line)["image"]).name for line in lines) == ["a.png", "c.png", "d.png"]
+    assert not (tmp_path / "out" / "b.png").exists()
+    if mode == "whole":  # the group of four failed, then each image ran alone
+        assert calls == [4, 1, 1, 1, 1]
+
+
+def test_a_write_error_does_not_stop_the_others(tmp_path: Path, capsys, monkeypatch) -> None:
+    import zegclip.predict as predict
+
+    real = predict.overlay_image
+
+    def failing(image, result, alpha=0.5):
+        if image.shape[:2] == (30, 20):
+            raise ValueError("image too large for the JPEG encoder")
+        return real(image, result, alpha)
+
+    monkeypatch.setattr(predict, "overlay_image", failing)
+    _write_images(tmp_path / "in", {"a.png": (20, 30), "b.png": (30, 20), "c.png": (20, 30)})
+    argv = [str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "--short-side", "32"]
+    code, err = _run([*argv, "-o", str(tmp_path / "out")], capsys)
+    assert code == 1 and "error: cannot write outputs for" in err and "b.png" in err
+    assert "done 2 image(s), failed 1" in err
+
+
+@pytest.mark.parametrize("short_side", ["1", "31", "-5", "4097", "100000"])
+def test_short_side_out_of_range_exits_2(tmp_path: Path, capsys, monkeypatch, short_side) -> None:
+    import zegclip.predict as predict
+
+    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    _write_images(tmp_path, {"img.png": (8, 8)})
+    argv = [str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "--short-side", short_side]
+    code, err = _run([*argv, "-o", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert err == f"error: --short-side must be between 32 and 4096 (or 0 to keep the image size), got {short_side}\n"
+
+
+def test_short_side_0_keeps_the_size_even_below_the_crop(tmp_path: Path, capsys) -> None:
+    _write_images(tmp_path / "in", {"tiny.png": (8, 12), "small.png": (40, 60)})
+    argv = [str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "--short-side", "0"]
+    code, err = _run([*argv, "-o", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "note: " in err and "tiny.png" in err and "stretched to 32" in err  # two ViT patches at least
+    with Image.open(tmp_path / "out" / "tiny.png") as label:
+        assert label.size == (12, 8)
+
+
+def test_output_folder_that_cannot_be_created_exits_2_before_loading(tmp_path: Path, capsys, monkeypatch) -> None:
+    import zegclip.predict as predict
+
+    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    _write_images(tmp_path, {"img.png": (8, 8)})
+    (tmp_path / "file").write_text("x")
+    argv = [str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "-o"]
+    code, err = _run([*argv, str(tmp_path / "file/sub")], capsys)
+    assert code == 2
+    assert err.startswith(f"error: cannot create the output folder {tmp_path / 'file/sub'}: ")
+    assert len(err.strip().splitlines()) == 1
+    code, err = _run([*argv, str(tmp_path / "file")], capsys)
+    assert code == 2 and err == f"error: --output {tmp_path / 'file'} exists and is not a folder\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
+def test_output_folder_without_permission_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
+    import zegclip.predict as predict
+
+    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    _write_images(tmp_path, {"img.png": (8, 8)})
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        for out in (locked, locked / "sub"):
+            code, err = _run([str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "-o", str(out)], capsys)
+            assert code == 2 and err.startswith("error: cannot ") and len(err.strip().splitlines()) == 1
+    finally:
+        locked.chmod(0o755)
+
+
+def test_output_folder_permission_error_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
+    """As the root user ignores permissions, the OS refusal is simulated."""
+    import zegclip.predict as predict
+
+    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    _write_images(tmp_path, {"img.png": (8, 8)})
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    argv = [str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "-o"]
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    code, err = _run([*argv, str(tmp_path / "new")], capsys)
+    assert code == 2 and err == f"error: cannot create the output folder {tmp_path / 'new'}: Permission denied\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    code, err = _run([*argv, str(tmp_path / "existing")], capsys)
+    assert code == 2 and err == f"error: cannot write to the output folder {tmp_path / 'existing'}: Permission denied\n"
+
+
+def test_rerun_keeps_one_record_per_image(tmp_path: Path, capsys) -> None:
+    _write_images(tmp_path / "in", {"a.png": (20, 30), "b.png": (30, 20), "c.png": (24, 24)})
+    inputs = {name: str(tmp_path / "in" / name) for name in ("a.png", "b.png", "c.png")}
+    out = tmp_path / "out"
+    common = ["--tiny", "--classes", "cat; dog", "--short-side", "32", "-o", str(out)]
+    assert _run([inputs["a.png"], inputs["b.png"], *common], capsys)[0] == 0
+    with open(out / PREDICTIONS_FILE, "a", encoding="utf-8") as f:
+        f.write('{"image": "cut short by a kill')  # a half-written last line
+    assert _run([inputs["b.png"], inputs["c.png"], *common], capsys)[0] == 0
+    records = [json.loads(line) for line in (out / PREDICTIONS_FILE).read_text().splitlines()]
+    assert [Path(r["image"]).name for r in records] == ["a.png", "b.png", "c.png"]
+    assert _run([str(tmp_path / "in"), *common[:-2], "--classes", "cat; dog; sky", "-o", str(out)], capsys)[0] == 0
+    records = [json.loads(line) for line in (out / PREDICTIONS_FILE).read_text().splitlines()]
+    assert sorted(Path(r["image"]).name for r in records) == ["a.png", "b.png", "c.png"]
+    assert all(r["classes"] == ["cat", "dog", "sky"] for r in records)  # the latest run's records
+
+
+def test_checkpoint_whose_config_does_not_fit_its_weights_is_one_line(tmp_path: Path, capsys) -> None:
+    from zegclip.model.zegclip import zegclip_tiny
+
+    path = tmp_path / "tiny.pt"
+    zegclip_tiny().save(path)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["num_prompts"] = 7  # the file holds 4
+    torch.save(payload, path)
+    _write_images(tmp_path / "in", {"img.png": (24, 36)})
+    code, err = _run(
+        [str(tmp_path / "in"), "--classes", "cat", "--checkpoint", str(path), "-o", str(tmp_path / "o")], capsys
+    )
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "prompt_embeddings is (1, 4, 64) in the checkpoint but (1, 7, 64)" in err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,15 +15,21 @@ from PIL import Image
 from zegclip.data.classes import VOC_CLASSES
 from zegclip.model.zegclip import ZegCLIP, zegclip_tiny
 from zegclip.segmentation import (
+    MAX_ASPECT_RATIO,
+    MIN_SIDE,
     ImageReadError,
+    ScaleWarning,
     VocabularyError,
     encode_vocabulary,
+    inference_size,
     load_image,
     parse_vocabulary,
     resize_short_side,
     seen_mask,
     segment,
+    segment_batch,
     short_side_size,
+    upsampled_labels,
 )
 
 
@@ -133,12 +141,31 @@ def test_short_side_size_keeps_aspect_without_long_side_cap(size, expected) -> N
     assert short_side_size(*size, 512) == expected
 
 
-def test_resize_short_side_is_bilinear_to_the_paper_size() -> None:
-    images = torch.rand(2, 3, 30, 45) * 255
-    out = resize_short_side(images, 64)
-    assert out.shape == (2, 3, 64, 96)
-    torch.testing.assert_close(out, F.interpolate(images, size=(64, 96), mode="bilinear", align_corners=False))
-    assert resize_short_side(images, None) is images
+def test_resize_short_side_is_opencv_bilinear_on_uint8() -> None:
+    image = np.random.default_rng(0).integers(0, 256, size=(36, 54, 3), dtype=np.uint8)
+    out = resize_short_side(image, 64)
+    assert out.shape == (64, 96, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, cv2.resize(image, (96, 64), interpolation=cv2.INTER_LINEAR))
+    assert resize_short_side(image, None) is image
+    assert resize_short_side(image, 36) is image  # already at the test scale
+
+
+@pytest.mark.parametrize(
+    ("size", "short_side", "expected"),
+    [
+        ((375, 500), 512, (512, 683)),  # ordinary photos: the paper's scale
+        ((100, 400), 512, (512, 2048)),  # exactly 4:1: not capped
+        ((100, 1000), 512, (205, 2048)),  # 10:1: long side capped at 4 x 512, aspect kept
+        ((4000, 20), 512, (2048, MIN_SIDE)),  # 200:1: capped, the short side stretched to MIN_SIDE
+        ((8, 8), None, (MIN_SIDE, MIN_SIDE)),  # keep size, but no side below MIN_SIDE
+        ((20, 300), None, (MIN_SIDE, 300)),
+    ],
+)
+def test_inference_size_caps_the_long_side(size, short_side, expected) -> None:
+    assert MAX_ASPECT_RATIO == 4
+    assert inference_size(*size, short_side, MAX_ASPECT_RATIO) == expected
+    if short_side is not None:
+        assert inference_size(*size, short_side) == tuple(max(s, MIN_SIDE) for s in short_side_size(*size, short_side))
 
 
 def test_load_image_inputs_agree(tmp_path: Path, picture: np.ndarray) -> None:
@@ -150,6 +177,43 @@ def test_load_image_inputs_agree(tmp_path: Path, picture: np.ndarray) -> None:
     np.testing.assert_array_equal(load_image(picture[..., 0]), np.repeat(picture[..., :1], 3, axis=-1))
     rgba = np.concatenate([picture, np.full_like(picture[..., :1], 255)], axis=-1)
     np.testing.assert_array_equal(load_image(rgba), picture)
+
+
+def _gradient16() -> np.ndarray:
+    """A 16-bit grey gradient 6 x 64 covering 0..65535 (with the half-way points of /257)."""
+    row = np.linspace(0, 65535, 64).round().astype(np.uint16)
+    row[1:4] = [128, 129, 257 + 128]  # round(128 / 257) = 0, round(129 / 257) = 1, 385 / 257 -> 1
+    return np.repeat(row[None], 6, axis=0)
+
+
+def test_load_16bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    gradient = _gradient16()
+    path = tmp_path / "grey16.png"
+    Image.fromarray(gradient).save(path)
+    with Image.open(path) as pil:
+        assert pil.mode == "I;16"
+    expected = np.round(gradient / 257).astype(np.uint8)
+    assert list(expected[0, :4]) == [0, 0, 1, 1]
+    loaded = load_image(path)
+    assert loaded.shape == (6, 64, 3) and loaded.dtype == np.uint8
+    np.testing.assert_array_equal(loaded, np.repeat(expected[..., None], 3, axis=-1))
+    assert len(np.unique(loaded)) > 50  # a gradient, not {0, 255}
+    np.testing.assert_array_equal(load_image(gradient), loaded)  # uint16 arrays
+    np.testing.assert_array_equal(load_image(np.repeat(gradient[..., None], 3, -1)), loaded)
+    np.testing.assert_array_equal(load_image(gradient.astype(">u2")), loaded)
+
+
+def test_load_32bit_and_float_images(tmp_path: Path) -> None:
+    gradient = _gradient16()
+    expected = np.round(gradient / 257).astype(np.uint8)
+    Image.fromarray(gradient.astype(np.int32)).save(tmp_path / "i32.tif")  # mode I, 16-bit values
+    np.testing.assert_array_equal(load_image(tmp_path / "i32.tif")[..., 0], expected)
+    wide = (gradient.astype(np.int32) * 1000) - 5000  # beyond 16 bits: min..max stretched
+    np.testing.assert_array_equal(load_image(Image.fromarray(wide))[..., 0][:, [0, -1]], [[0, 255]] * 6)
+    unit = np.linspace(0, 1, 64, dtype=np.float32)[None].repeat(4, 0)
+    Image.fromarray(unit).save(tmp_path / "f.tif")  # mode F in 0..1: x 255
+    np.testing.assert_array_equal(load_image(tmp_path / "f.tif")[..., 0], np.rint(unit * 255).astype(np.uint8))
+    np.testing.assert_array_equal(load_image(Image.fromarray(unit * 255))[..., 0], np.rint(unit * 255))
 
 
 @pytest.mark.parametrize(
@@ -193,12 +257,65 @@ def test_segment_paper_scale_slide_and_whole(model: ZegCLIP) -> None:
 
 
 def test_segment_matches_manual_pipeline(model: ZegCLIP, picture: np.ndarray) -> None:
-    """segment() == resize short side, normalise, predict, resize scores back, argmax."""
+    """segment() == resize short side (uint8, OpenCV), normalise, predict, resize scores back, argmax."""
     result = segment(model, picture, ["cat", "dog"], short_side=64, mode="whole")
-    images = torch.from_numpy(picture).permute(2, 0, 1)[None].float()
-    inputs = model.preprocess(F.interpolate(images, size=(64, 112), mode="bilinear", align_corners=False))
+    resized = cv2.resize(picture, (112, 64), interpolation=cv2.INTER_LINEAR)
+    inputs = model.preprocess(torch.from_numpy(resized).permute(2, 0, 1)[None].float())
     expected = model.predict(inputs, model.encode_text(["cat", "dog"]), mode="whole", output_size=(40, 70))[0]
     torch.testing.assert_close(result.scores, expected)
+    assert result.note is None
+
+
+def test_labels_without_scores_are_the_same(model: ZegCLIP, picture: np.ndarray, monkeypatch) -> None:
+    """keep_scores=False computes the argmax a class chunk at a time: same labels, calibration included."""
+    import zegclip.segmentation as segmentation
+
+    monkeypatch.setattr(segmentation, "_LABEL_CHUNK", 40 * 70 * 2)  # two classes per chunk
+    vocabulary = "cat; grass, lawn; sky; road; tree"
+    options = {"short_side": 64, "crop": 64, "stride": 48, "seen": ["sky", "cat"]}
+    full = segment(model, picture, vocabulary, **options)
+    (lean,) = segment_batch(model, [picture], vocabulary, keep_scores=False, **options)
+    assert lean.scores is None
+    np.testing.assert_array_equal(lean.labels, full.labels)
+    assert len(np.unique(full.labels)) > 1
+
+
+def test_upsampled_labels_ties_go_to_the_first_class() -> None:
+    scores = torch.zeros(5, 2, 2)
+    scores[3] = 1.0
+    scores[4] = 1.0
+    import zegclip.segmentation as segmentation
+
+    assert segmentation._LABEL_CHUNK >= 4
+    assert (upsampled_labels(scores, (3, 3)) == 3).all()
+    assert (upsampled_labels(scores, (3, 3), [False, False, False, True, False]) == 4).all()
+
+
+def test_extreme_aspect_ratio_is_capped_with_a_warning(model: ZegCLIP) -> None:
+    """4000 x 20 would be 102,400 x 512 at the paper's scale; capped it takes a moment."""
+    picture = np.random.default_rng(2).integers(0, 256, size=(4000, 20, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    with pytest.warns(ScaleWarning, match=r"segmented at 32 x 2048 instead of 512 x 102400"):
+        result = segment(model, picture, ["cat", "dog"])
+    assert time.perf_counter() - start < 20
+    assert result.labels.shape == (4000, 20) and result.scores.shape == (2, 4000, 20)
+    assert "long side capped" in result.note
+
+
+def test_tiny_image_at_its_own_size(model: ZegCLIP) -> None:
+    """short_side=None keeps the size; a side below MIN_SIDE (two patches) is stretched to it."""
+    picture = np.random.default_rng(2).integers(0, 256, size=(8, 12, 3), dtype=np.uint8)
+    with pytest.warns(ScaleWarning, match="stretched"):
+        result = segment(model, picture, ["cat", "dog"], short_side=None)
+    assert result.labels.shape == (8, 12)
+
+
+@pytest.mark.parametrize("short_side", [0, 1, MIN_SIDE - 1, 4097, 100_000])
+def test_short_side_out_of_range_is_an_error(model: ZegCLIP, picture: np.ndarray, short_side: int) -> None:
+    with pytest.raises(ValueError, match="short side must be between 32 and 4096"):
+        segment(model, picture, ["cat"], short_side=short_side)
+    with pytest.raises(ValueError, match="max_aspect_ratio must be at least 1"):
+        segment(model, picture, ["cat"], max_aspect_ratio=0.5)
 
 
 def test_segment_seen_classes_are_shifted(model: ZegCLIP, picture: np.ndarray) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,25 +143,6 @@ def test_sigterm_then_resume_is_bit_identical(
     assert _losses(resumed_dir) == _losses(straight_dir)
 
 
-def test_ddp_two_processes_evaluate_like_one(trained, tmp_path):
-    out, _, data = trained
-    ckpt = out / "checkpoints" / "last.ckpt"
-    results = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp")):
-        run_dir = tmp_path / f"eval{devices}"
-        cmd = [sys.executable, "-m", "zegclip.eval", *TINY_DEMO, f"checkpoint={ckpt}", f"paths.data_dir={data}"]
-        cmd += [
-            f"trainer.devices={devices}",
-            f"trainer.strategy={strategy}",
-            "global_batch_size=8",
-            f"hydra.run.dir={run_dir}",
-        ]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-        results[devices] = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("val/pAcc", "val/mIoU", "val/mIoU_seen", "val/mIoU_unseen", "val/hIoU"):
-        assert results[2][key] == pytest.approx(results[1][key], abs=1e-4), key
-
-
 @pytest.mark.parametrize("backward", ["flash", "compiled"])
 def test_bf16_mixed_precision_trains(compose_cfg, backward, monkeypatch):
     from zegclip.model import attention
@@ -248,3 +230,115 @@ def test_trainable_only_checkpoints_reload_from_the_clip_source(compose_cfg, tin
         model.image_encoder.prompts.prompt_embeddings, state["model.image_encoder.prompts.prompt_embeddings"]
     )
     train(compose_cfg("train", [*overrides, "trainer.max_steps=4", "ckpt_path=last"]))  # resumes without CLIP keys
+
+
+def test_sigterm_exit_code_is_143_without_metrics(trained, compose_cfg, tmp_path, monkeypatch, capsys):
+    from zegclip.config import run_cli
+
+    _, _, data = trained
+    cfg = compose_cfg("train", [*STEPS, f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda c: _train_with(monkeypatch, c, _SigtermAtBatch(1)), cfg)
+    assert exit_info.value.code == 143
+    assert "interrupted: stopped at step 3 on SIGTERM; saved" in capsys.readouterr().err
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_non_finite_loss_stops_with_exit_1_and_keeps_good_checkpoints(trained, compose_cfg, tmp_path, capsys):
+    from zegclip.config import run_cli
+
+    _, _, data = trained
+    overrides = [*TINY_DEMO, "trainer.max_steps=12", "eval_every=1", "module.scheduler.warmup_steps=4"]
+    overrides += ["module.optimizer.lr=1e4", f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'run'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train, compose_cfg("train", overrides))
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    match = re.match(r"error: step (\d+): (the training loss|a trainable weight|non-finite gradient)", err)
+    assert match, err
+    stopped_at = int(match.group(1))
+    checkpoints = list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert checkpoints  # validations before the divergence saved good ones
+    for path in checkpoints:
+        ckpt = torch.load(path, weights_only=True)
+        assert ckpt["global_step"] <= stopped_at
+        assert all(v.isfinite().all() for v in ckpt["state_dict"].values() if v.is_floating_point()), path
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_ckpt_path_last_without_a_checkpoint_names_the_folder(compose_cfg, capsys, tmp_path):
+    from zegclip.config import run_cli
+
+    cfg = compose_cfg("train", [*TINY_DEMO, "ckpt_path=last", f"paths.output_dir={tmp_path / 'never_ran'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train, cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no last.ckpt in {tmp_path / 'never_ran' / 'checkpoints'}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "foreign_lightning", "our_save_file", "url"])
+def test_bad_ckpt_path_is_one_line_and_exit_2(trained, compose_cfg, capsys, tmp_path, tiny_model, kind):
+    from zegclip.config import run_cli
+
+    out, _, _ = trained
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "truncated":
+        data = (out / "checkpoints" / "last.ckpt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "foreign_lightning":
+        torch.save({"pytorch-lightning_version": "2.6.0", "state_dict": {}, "hyper_parameters": {"lr": 1}}, path)
+    elif kind == "our_save_file":
+        tiny_model.save(path)
+    spec = "http://127.0.0.1:9/last.ckpt" if kind == "url" else str(path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train, compose_cfg("train", [*TINY_DEMO, f"ckpt_path={spec}"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    expected = {
+        "missing": "checkpoint not found",
+        "truncated": "truncated or corrupt",
+        "foreign_lightning": "not a zegclip training checkpoint",
+        "our_save_file": "module.init_from=PATH",
+        "url": "only local files",
+    }[kind]
+    assert expected in err
+
+
+def test_eval_of_a_checkpoint_whose_clip_came_from_a_tag_needs_no_cache(trained, compose_cfg, tmp_path, monkeypatch):
+    """A training .ckpt records pretrained: openai; evaluating it must not look for that tag."""
+    out, metrics, data = trained
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model"]["pretrained"] = "openai"
+    moved = tmp_path / "from_elsewhere.ckpt"
+    torch.save(ckpt, moved)
+    monkeypatch.setattr(
+        "zegclip.model.clip_encoder.open_clip.create_model",
+        _refuse_tags(__import__("open_clip").create_model),
+    )
+    evaluated = evaluate(compose_cfg("eval", [*TINY_DEMO, f"checkpoint={moved}", f"paths.data_dir={data}"]))
+    assert evaluated["val/mIoU"] == pytest.approx(metrics["val/mIoU"], abs=1e-4)
+
+
+def _refuse_tags(create_model):
+    def create(name, pretrained=None, **kwargs):
+        assert not pretrained, f"tried to load CLIP weights {pretrained!r}"
+        return create_model(name, pretrained=pretrained, **kwargs)
+
+    return create
+
+
+def test_eval_of_a_checkpoint_whose_config_does_not_fit_is_one_line(trained, compose_cfg, tmp_path, capsys):
+    from zegclip.config import run_cli
+
+    out, _, data = trained
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model"]["num_prompts"] = 7
+    torch.save(ckpt, tmp_path / "misfit.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(evaluate, compose_cfg("eval", [*TINY_DEMO, f"checkpoint={tmp_path / 'misfit.ckpt'}"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "prompt_embeddings is" in err and "Traceback" not in err

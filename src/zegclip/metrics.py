@@ -5,12 +5,12 @@ the whole split with torchmetrics' ``multiclass_confusion_matrix``; every score 
 from it at :meth:`SegMetrics.compute`. The matrix is a sum-reduced metric state, so under
 DDP the per-process matrices are added before any score is computed, which is exact.
 
-Distributed evaluation: a ``DistributedSampler`` pads the dataset so that every process
-gets the same number of samples, and the padded (repeated) images would then be counted
-twice. Evaluate the reported numbers on one process, or with a sampler that does not pad
-(Lightning: ``Trainer(use_distributed_sampler=False)`` plus a non-padding distributed
-sampler in the DataModule, or ``trainer.validate`` on a single device). This module does
-not handle it.
+Distributed evaluation: the sum is only exact if every image is scored on exactly one
+process. A ``DistributedSampler`` pads the dataset so that every process gets the same
+number of samples, and the padded (repeated) images would be counted twice. The
+``SegDataModule`` loaders shard without padding (``Trainer(use_distributed_sampler=False)``),
+and give a process left without an image a stand-in whose pixels are all ``ignore_index``,
+so that it still takes part in the sum while adding nothing to it.
 """
 
 from __future__ import annotations

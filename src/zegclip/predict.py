@@ -6,18 +6,25 @@ Example::
 
 Writes, per image, ``<stem>.png`` (palette label map at the original size),
 ``<stem>_overlay.jpg`` (image blended with the colours, legend of the classes present)
-and one JSON line in ``predictions.jsonl``.
+and one JSON line in ``predictions.jsonl`` (one line per image across runs into the same
+folder: a re-run replaces the lines of the images it processes again).
+
+Exit codes: 0 every image done; 1 some image failed (each reported on one ``error:``
+line; the others still run); 2 a usage or configuration error (one ``error:`` line,
+nothing segmented).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +37,12 @@ from zegclip.data.classes import DATASETS, voc_colours
 from zegclip.model import CheckpointError, CLIPLoadError, ZegCLIP, load_model
 from zegclip.model.zegclip import zegclip_tiny
 from zegclip.segmentation import (
+    MAX_ASPECT_RATIO,
+    MAX_SHORT_SIDE,
+    MIN_SIDE,
     PRECISIONS,
     ImageReadError,
+    ScaleWarning,
     SegmentResult,
     Vocabulary,
     VocabularyError,
@@ -175,6 +186,50 @@ def _save_atomic(image: Image.Image, path: Path, fmt: str, **kwargs) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _record_keys(record: dict) -> tuple[str | None, str | None]:
+    """(image, label file) identifying a predictions.jsonl record; None where absent."""
+    image, label = record.get("image"), record.get("label_png")
+    image = os.path.normcase(os.path.abspath(image)) if isinstance(image, str) else None
+    return image, label if isinstance(label, str) else None
+
+
+def compact_predictions(path: Path) -> None:
+    """Keep one line per image and per label file in predictions.jsonl, the latest.
+
+    Runs into the same folder append; an image processed again (or another image written
+    to the same output names) replaces the older line. Lines that are not JSON objects
+    (e.g. cut short by a killed run) are dropped. Rewritten atomically, only when changed.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    kept, images, labels = [], set(), set()
+    for record in reversed(records):  # the latest line of each image / label file wins
+        image, label = _record_keys(record)
+        if (image is not None and image in images) or (label is not None and label in labels):
+            continue
+        images.add(image)
+        labels.add(label)
+        kept.append(record)
+    compacted = "".join(json.dumps(record) + "\n" for record in reversed(kept))
+    if compacted != text:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(compacted, encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Path) -> dict:
     """Label PNG, overlay JPEG, then the JSON line (last, so a listed image is complete)."""
     label_path = output / job.stem.with_name(job.stem.name + ".png")
@@ -188,6 +243,8 @@ def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Pa
         "classes": result.class_names,
         "areas": {name: round(area, 4) for name, area in result.areas().items()},
     }
+    if result.note is not None:
+        record["note"] = result.note
     with open(output / PREDICTIONS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     return record
@@ -219,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mode", default="slide", choices=["slide", "whole"], help="sliding window or whole image")
     parser.add_argument(
-        "--short-side", type=int, default=512, help="resize so the short side is this (paper: 512; 0: keep size)"
+        "--short-side",
+        type=int,
+        default=512,
+        help=f"resize so the short side is this, {MIN_SIDE}..{MAX_SHORT_SIDE} (paper: 512; 0: keep size); "
+        f"the long side is capped at {MAX_ASPECT_RATIO:g}x this",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
@@ -248,21 +309,84 @@ def _load(args: argparse.Namespace) -> ZegCLIP:
         raise UsageError(f"{args.checkpoint}: cannot build a ZegCLIP from this checkpoint ({message})") from err
 
 
-def run(args: argparse.Namespace) -> int:
-    """Segment every input; returns the exit code (0 all done, 1 some failed)."""
+def check_args(args: argparse.Namespace) -> None:
+    """Option values that can be checked without reading anything."""
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if args.short_side < 0:
-        raise UsageError("--short-side must be positive (or 0 to keep the image size)")
+    if args.short_side != 0 and not MIN_SIDE <= args.short_side <= MAX_SHORT_SIDE:
+        raise UsageError(
+            f"--short-side must be between {MIN_SIDE} and {MAX_SHORT_SIDE} (or 0 to keep the image size), "
+            f"got {args.short_side}"
+        )
+
+
+def prepare_output(output: Path) -> None:
+    """Create the output folder and check it is writable (before the model loads)."""
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} exists and is not a folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the output folder {output}: {err.strerror or err}") from err
+    probe = output / f".zegclip-write-test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as err:
+        raise UsageError(f"cannot write to the output folder {output}: {err.strerror or err}") from err
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def segment_jobs(
+    model: ZegCLIP, loaded: list[tuple[Job, np.ndarray]], **options
+) -> Iterator[tuple[Job, np.ndarray, SegmentResult | Exception]]:
+    """Segment loaded images; a failure (out of memory, ...) is returned for its image alone.
+
+    A group (whole mode) that fails is retried one image at a time, so the other images
+    of the group still get their result.
+    """
+    if not loaded:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ScaleWarning)  # reported from result.note instead
+            results = list(segment_batch(model, [image for _, image in loaded], **options))
+    except Exception as err:  # one bad image must not stop the others
+        err.__traceback__ = None  # its frames hold the failed batch's tensors
+        _free_memory()
+        if len(loaded) > 1:
+            for item in loaded:
+                yield from segment_jobs(model, [item], **options)
+            return
+        job, image = loaded[0]
+        yield job, image, err
+        return
+    for (job, image), result in zip(loaded, results, strict=True):
+        yield job, image, result
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input; returns the exit code (0 all done, 1 some failed)."""
+    check_args(args)
     jobs = collect_jobs(args.images)
     vocabulary = parse_vocabulary(args.classes)
     seen = parse_seen(args.seen, vocabulary)
     output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"--output {output} exists and is not a folder")
     device = str(args.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but CUDA is not available")
+    prepare_output(output)
     model = _load(args)
     device = resolve_device(device, model)
     model.to(device).eval()
@@ -270,40 +394,60 @@ def run(args: argparse.Namespace) -> int:
         model.image_encoder.cast_frozen_matmuls(PRECISIONS[args.precision])
     if args.compile:
         model.image_encoder.compile_for_inference()
-    output.mkdir(parents=True, exist_ok=True)
+    options = {
+        "classes": vocabulary,
+        "templates": args.templates,
+        "seen": seen,
+        "mode": args.mode,
+        "short_side": args.short_side or None,
+        "device": device,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "keep_scores": False,
+    }
+    predictions = output / PREDICTIONS_FILE
+    try:
+        compact_predictions(predictions)  # also ends the file with a newline before appending
+    except OSError as err:
+        raise UsageError(f"cannot update {predictions}: {err.strerror or err}") from err
     start, done, failed = time.perf_counter(), 0, 0
     chunk = args.batch_size if args.mode == "whole" else 1
-    with tqdm(total=len(jobs), unit="img", desc="zegclip") as bar:
-        for first in range(0, len(jobs), chunk):
-            loaded = []
-            for job in jobs[first : first + chunk]:
-                try:
-                    loaded.append((job, load_image(job.image)))
-                except ImageReadError as err:
-                    failed += 1
-                    bar.write(f"error: {err}", file=sys.stderr)
+    try:
+        with tqdm(total=len(jobs), unit="img", desc="zegclip") as bar:
+            for first in range(0, len(jobs), chunk):
+                loaded = []
+                for job in jobs[first : first + chunk]:
+                    try:
+                        loaded.append((job, load_image(job.image)))
+                    except ImageReadError as err:
+                        failed += 1
+                        bar.write(f"error: {err}", file=sys.stderr)
+                        bar.update()
+                    except Exception as err:  # e.g. MemoryError decoding a huge image
+                        failed += 1
+                        bar.write(f"error: cannot read image {job.image}: {_one_line(err)}", file=sys.stderr)
+                        bar.update()
+                for job, image, result in segment_jobs(model, loaded, **options):
+                    if isinstance(result, Exception):
+                        failed += 1
+                        bar.write(f"error: cannot segment {job.image}: {_one_line(result)}", file=sys.stderr)
+                        bar.update()
+                        continue
+                    if result.note is not None:
+                        bar.write(f"note: {job.image}: {result.note}", file=sys.stderr)
+                    try:
+                        write_outputs(job, image, result, output)
+                        done += 1
+                    except Exception as err:  # e.g. disk full, an image too large for JPEG
+                        failed += 1
+                        bar.write(f"error: cannot write outputs for {job.image}: {_one_line(err)}", file=sys.stderr)
                     bar.update()
-            results = segment_batch(
-                model,
-                [image for _, image in loaded],
-                vocabulary,
-                templates=args.templates,
-                seen=seen,
-                mode=args.mode,
-                short_side=args.short_side or None,
-                device=device,
-                precision=args.precision,
-                batch_size=args.batch_size,
-                keep_scores=False,
-            )
-            for (job, image), result in zip(loaded, results, strict=True):
-                try:
-                    write_outputs(job, image, result, output)
-                    done += 1
-                except OSError as err:
-                    failed += 1
-                    bar.write(f"error: cannot write outputs for {job.image}: {err}", file=sys.stderr)
-                bar.update()
+    finally:
+        try:
+            compact_predictions(predictions)
+        except OSError as err:
+            failed += 1
+            print(f"error: cannot rewrite {predictions}: {err.strerror or err}", file=sys.stderr)
     seconds = time.perf_counter() - start
     print(
         f"done {done} image(s), failed {failed}, {seconds:.1f} s; outputs in {output} ({PREDICTIONS_FILE})",

@@ -5,16 +5,24 @@ a string, a file or a dataset name) into what :meth:`ZegCLIP.predict` takes, fol
 the paper's test pipeline (SPEC sec. 6): resize keeping the aspect ratio so that the
 short side is 512, normalise, slide 512 x 512 windows with stride 426, resize the scores
 to the original size, argmax.
+
+The resize (`resize_short_side`: OpenCV bilinear on the uint8 image, as mmseg's) and the
+normalisation are the ones of the evaluation pipeline (``zegclip.data.transforms.eval_transform``
+calls `resize_short_side` too), so `segment` and ``zegclip.eval`` score an image identically.
+Only here, not in evaluation, the long side is capped at `MAX_ASPECT_RATIO` x the short side
+(extreme aspect ratios would otherwise need unbounded memory), with a `ScaleWarning`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,10 +30,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zegclip.data.classes import DATASETS
 from zegclip.model import ZegCLIP
-from zegclip.model.inference import short_side_size
+from zegclip.model.inference import calibrate, short_side_size
 from zegclip.model.loss import upsample
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+MIN_SIDE = 32
+"""No side of the test-scale image is below this (two ViT patches); smaller sides are stretched."""
+MAX_SHORT_SIDE = 4096
+"""The largest ``short_side`` accepted."""
+MAX_ASPECT_RATIO = 4.0
+"""`segment`'s default cap: the test-scale long side is at most this x ``short_side``.
+
+A 4000 x 20 image would otherwise become 102,400 x 512 (3 GB of scores, half a minute);
+capped, it is segmented at 2048 x 32 (the short side stretched to `MIN_SIDE`).
+"""
+_LABEL_CHUNK = 1 << 24
+"""Upsampled score elements held at once when only the labels are kept (64 MB in fp32)."""
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 Vocabulary = list[list[str]]
@@ -40,6 +61,10 @@ class ImageReadError(ValueError):
     """An image that cannot be read or has an unusable layout; the message names it."""
 
 
+class ScaleWarning(UserWarning):
+    """An image segmented at another size than the test scale (extreme aspect ratio, tiny image)."""
+
+
 @dataclass
 class SegmentResult:
     """The segmentation of one image.
@@ -49,11 +74,14 @@ class SegmentResult:
         scores: C x H x W float32 calibrated scores at the original size (their argmax
             is ``labels``), or None when not kept.
         class_names: C display names (the first synonym of each class).
+        note: why the image was segmented at another size than the test scale, or None.
     """
 
     labels: np.ndarray
     scores: torch.Tensor | None
     class_names: list[str]
+    note: str | None = None
+    """Set when the image was treated specially (see `ScaleWarning`), else None."""
 
     def areas(self) -> dict[str, float]:
         """Percent of the image covered by each class present, largest first (sums to 100)."""
@@ -162,8 +190,41 @@ def encode_vocabulary(
 # ---------------------------------------------------------------- images
 
 
+def _high_depth_to_uint8(array: np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit integer or float values -> uint8 0..255 (see `load_image`)."""
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit, either byte order
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(value / 257)
+    values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if array.dtype.kind in "iu" and low >= 0 and high <= 65535:  # 16-bit data read as 32-bit ("I")
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if array.dtype.kind == "f" and low >= 0 and high <= 1:
+        scaled = values * 255
+    elif array.dtype.kind == "f" and low >= 0 and high <= 255:
+        scaled = values
+    else:  # any other range: stretch min..max to 0..255
+        scaled = (values - low) * (255 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _pil_to_rgb(pil: Image.Image) -> np.ndarray:
+    if pil.mode in _HIGH_DEPTH_MODES:  # convert("RGB") would clip these to 0/255
+        grey = _high_depth_to_uint8(np.asarray(pil))
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(pil.convert("RGB"))
+
+
 def load_image(image: ImageInput) -> np.ndarray:
     """Read an image as H x W x 3 uint8 RGB (EXIF orientation applied to files).
+
+    High bit depths are scaled, not clipped: 16-bit images (PIL modes ``I;16*``, uint16
+    arrays) become round(value / 257); 32-bit integer images (mode ``I``) the same when
+    their values fit in 0..65535 (16-bit files read as 32-bit), else min..max is stretched
+    to 0..255; float images (mode ``F``) are multiplied by 255 when within 0..1, kept when
+    within 0..255, else stretched.
 
     Raises:
         ImageReadError: the file is missing or unreadable, or the array has a bad layout.
@@ -173,14 +234,16 @@ def load_image(image: ImageInput) -> np.ndarray:
             with Image.open(image) as pil:
                 pil.load()
                 pil = ImageOps.exif_transpose(pil)
-                return np.asarray(pil.convert("RGB"))
+                return _pil_to_rgb(pil)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
             raise ImageReadError(f"cannot read image {image}: {err}") from err
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return _pil_to_rgb(image)
     array = np.asarray(image)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # uint16, either byte order
+        array = _high_depth_to_uint8(array)
     if array.dtype != np.uint8:
-        raise ImageReadError(f"expected a uint8 image array (0..255), got {array.dtype}")
+        raise ImageReadError(f"expected a uint8 (0..255) or uint16 image array, got {array.dtype}")
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4) or 0 in array.shape:
@@ -188,23 +251,85 @@ def load_image(image: ImageInput) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3])
 
 
-def resize_short_side(images: torch.Tensor, short_side: int | None = 512) -> torch.Tensor:
-    """Bilinearly resize float images B x 3 x H x W so the short side is ``short_side`` (None: keep)."""
+def check_short_side(short_side: int | None) -> None:
+    """Raise ValueError unless ``short_side`` is None (keep the size) or in MIN_SIDE..MAX_SHORT_SIDE."""
+    if short_side is not None and not MIN_SIDE <= short_side <= MAX_SHORT_SIDE:
+        raise ValueError(
+            f"short side must be between {MIN_SIDE} and {MAX_SHORT_SIDE} pixels (or None to keep the "
+            f"image size), got {short_side}"
+        )
+
+
+def _capped_size(height: int, width: int, short_side: int | None, max_aspect_ratio: float | None) -> tuple[int, int]:
     if short_side is None:
-        return images
-    size = short_side_size(*images.shape[-2:], short_side)
-    if size == tuple(images.shape[-2:]):
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        return height, width
+    size = short_side_size(height, width, short_side)
+    limit = None if max_aspect_ratio is None else int(max_aspect_ratio * short_side)
+    if limit is not None and max(size) > limit:
+        scale = limit / max(height, width)
+        size = (min(int(height * scale + 0.5), limit), min(int(width * scale + 0.5), limit))
+    return size
+
+
+def inference_size(
+    height: int, width: int, short_side: int | None = 512, max_aspect_ratio: float | None = None
+) -> tuple[int, int]:
+    """The size (H', W') an image is segmented at.
+
+    The paper's test scale (`short_side_size`: short side exactly ``short_side``, aspect
+    kept; None keeps the size); with ``max_aspect_ratio`` the long side is capped at
+    ``max_aspect_ratio * short_side`` (scaled down, aspect kept). Finally no side is
+    below `MIN_SIDE` (that side alone is stretched).
+    """
+    size = _capped_size(height, width, short_side, max_aspect_ratio)
+    return max(size[0], MIN_SIDE), max(size[1], MIN_SIDE)
+
+
+def resize_short_side(
+    image: np.ndarray, short_side: int | None = 512, max_aspect_ratio: float | None = None
+) -> np.ndarray:
+    """Resize an H x W x 3 uint8 image to `inference_size` with OpenCV bilinear (mmseg's resize).
+
+    The one test-time resize: ``zegclip.data.transforms.ShortSideResize`` (evaluation)
+    and `segment` both call it.
+    """
+    size = inference_size(*image.shape[:2], short_side, max_aspect_ratio)
+    if size == tuple(image.shape[:2]):
+        return image
+    return cv2.resize(np.ascontiguousarray(image), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def scale_note(
+    height: int, width: int, short_side: int | None = 512, max_aspect_ratio: float | None = None
+) -> str | None:
+    """Why `inference_size` differs from the plain test scale, or None when it does not."""
+    plain = _capped_size(height, width, short_side, None)
+    capped = _capped_size(height, width, short_side, max_aspect_ratio)
+    size = inference_size(height, width, short_side, max_aspect_ratio)
+    if size == plain:
+        return None
+    reasons = []
+    if capped != plain:
+        reasons.append(f"long side capped at {max_aspect_ratio:g} x the short side {short_side}")
+    if size != capped:
+        reasons.append(f"sides below {MIN_SIDE} px stretched to {MIN_SIDE}")
+    return (
+        f"image {width} x {height} segmented at {size[1]} x {size[0]} instead of {plain[1]} x {plain[0]} "
+        f"({'; '.join(reasons)})"
+    )
 
 
 def preprocess_images(
-    model: ZegCLIP, images: Sequence[np.ndarray], short_side: int | None = 512, device: torch.device | None = None
+    model: ZegCLIP,
+    images: Sequence[np.ndarray],
+    short_side: int | None = 512,
+    device: torch.device | None = None,
+    max_aspect_ratio: float | None = None,
 ) -> torch.Tensor:
     """Same-size H x W x 3 uint8 arrays -> normalised B x 3 x H' x W' at the test scale."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # B x 3 x H x W, 0..255
-    batch = batch.to(device if device is not None else model.pixel_mean.device)
-    return model.preprocess(resize_short_side(batch, short_side))
+    resized = np.stack([resize_short_side(image, short_side, max_aspect_ratio) for image in images])
+    batch = torch.from_numpy(resized).permute(0, 3, 1, 2)  # B x 3 x H' x W' uint8
+    return model.preprocess(batch.to(device if device is not None else model.pixel_mean.device))
 
 
 # ---------------------------------------------------------------- segmentation
@@ -229,6 +354,35 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
+def upsampled_labels(
+    scores: torch.Tensor, size: tuple[int, int], seen_mask: Sequence[bool] | None = None, shift: float = 0.1
+) -> torch.Tensor:
+    """argmax over classes of calibrate(upsample(scores)) at ``size``, a few classes at a time.
+
+    Same labels as ``model.predict(..., output_size=size).argmax(1)`` (upsampling and the
+    calibration act per class; ties go to the lower index) without holding C x H x W.
+
+    Args:
+        scores: C x h x w uncalibrated scores at the test scale.
+        size: (H, W) of the labels.
+    """
+    step = max(1, _LABEL_CHUNK // (size[0] * size[1]))
+    mask = None if seen_mask is None else torch.as_tensor(list(seen_mask), dtype=torch.bool)
+    best = labels = None
+    for first in range(0, scores.shape[0], step):
+        chunk = upsample(scores[None, first : first + step].float(), size)
+        chunk = calibrate(chunk, None if mask is None else mask[first : first + step], shift)[0]
+        index = chunk.argmax(0)
+        value = chunk.gather(0, index[None])[0]
+        if best is None:
+            best, labels = value, index
+        else:
+            better = value > best  # strictly: a tie keeps the earlier class, as argmax does
+            best = torch.where(better, value, best)
+            labels = torch.where(better, index + first, labels)
+    return labels
+
+
 def segment_batch(
     model: ZegCLIP,
     images: Sequence[ImageInput],
@@ -244,14 +398,19 @@ def segment_batch(
     precision: str = "fp32",
     batch_size: int = 8,
     keep_scores: bool = True,
+    max_aspect_ratio: float | None = MAX_ASPECT_RATIO,
 ) -> Iterator[SegmentResult]:
     """Segment several images with one vocabulary, yielding results in input order.
 
     ``batch_size`` is the number of crops per forward pass: sliding windows in slide
     mode (one image at a time), consecutive same-size images in whole mode. Other
     arguments as in :func:`segment`; ``keep_scores=False`` drops the C x H x W scores
-    (saves memory with large vocabularies).
+    and computes the labels a few classes at a time (memory bounded for large images
+    and vocabularies).
     """
+    check_short_side(short_side)
+    if max_aspect_ratio is not None and not max_aspect_ratio >= 1:
+        raise ValueError(f"max_aspect_ratio must be at least 1 (or None for no cap), got {max_aspect_ratio}")
     vocabulary = parse_vocabulary(classes)
     mask = seen_mask(vocabulary, seen)
     device = resolve_device(device, model)
@@ -261,15 +420,22 @@ def segment_batch(
     group: list[np.ndarray] = []
 
     def run(group: list[np.ndarray]) -> Iterator[SegmentResult]:
-        inputs = preprocess_images(model, group, short_side, device)
+        size = group[0].shape[:2]
+        note = scale_note(*size, short_side, max_aspect_ratio)
+        if note is not None:
+            warnings.warn(note, ScaleWarning, stacklevel=3)
+        inputs = preprocess_images(model, group, short_side, device, max_aspect_ratio)
+        windows = {"mode": mode, "crop": crop, "stride": stride, "window_batch": batch_size}
         with autocast(device, precision):
-            scores = model.predict(
-                inputs, class_embeds, mask, mode=mode, crop=crop, stride=stride, window_batch=batch_size
-            )  # B x C x H' x W' float32, at the test scale
-        for array, image_scores in zip(group, scores, strict=True):
-            image_scores = upsample(image_scores[None].float(), array.shape[:2])[0]  # C x H x W
-            labels = image_scores.argmax(0).cpu().numpy().astype(np.int64)
-            yield SegmentResult(labels, image_scores.cpu() if keep_scores else None, names)
+            if keep_scores:  # as the evaluation does: scores resized to the original size, then calibrated
+                scores = model.predict(inputs, class_embeds, mask, output_size=size, **windows)  # B x C x H x W
+                labels = [image_scores.argmax(0) for image_scores in scores]
+            else:
+                scores = model.predict(inputs, class_embeds, None, **windows)  # B x C x H' x W', uncalibrated
+                labels = [upsampled_labels(image_scores, size, mask) for image_scores in scores]
+        for b, image_labels in enumerate(labels):
+            image_scores = scores[b].float().cpu() if keep_scores else None
+            yield SegmentResult(image_labels.cpu().numpy().astype(np.int64), image_scores, names, note)
 
     group_limit = batch_size if mode == "whole" else 1
     for image in images:
@@ -295,6 +461,7 @@ def segment(
     stride: int = 426,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    max_aspect_ratio: float | None = MAX_ASPECT_RATIO,
 ) -> SegmentResult:
     """Segment one image with an open vocabulary, following the paper's test pipeline.
 
@@ -310,12 +477,21 @@ def segment(
         mode: ``"slide"`` (crop x crop windows, ``stride`` apart) or ``"whole"``.
         crop: sliding-window size (512).
         stride: sliding-window step (426).
-        short_side: the image is resized so its short side is this (None: original size).
+        short_side: the image is resized so its short side is this (None: original size),
+            with OpenCV bilinear on the uint8 image, exactly as the evaluation pipeline.
+            Between `MIN_SIDE` and `MAX_SHORT_SIDE`.
         device: where to run (default: the model's device).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
+        max_aspect_ratio: cap the test-scale long side at this x ``short_side`` (bounds
+            memory for extreme aspect ratios; None: no cap, as in evaluation). A side below
+            `MIN_SIDE` is stretched to it. Either emits a `ScaleWarning` and sets
+            ``result.note``.
 
     Returns:
         Labels H x W and scores C x H x W at the original image size.
+
+    Raises:
+        ValueError: ``short_side`` out of range, unknown precision or mode.
     """
     return next(
         segment_batch(
@@ -331,5 +507,6 @@ def segment(
             device=device,
             precision=precision,
             batch_size=8,
+            max_aspect_ratio=max_aspect_ratio,
         )
     )

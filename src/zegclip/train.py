@@ -20,6 +20,7 @@ from zegclip.config import (
     validate_config,
     write_metrics,
 )
+from zegclip.model.checkpoint import torch_load
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -40,6 +41,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             raise interrupted(trainer) from stop
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best:  # restored from a resumed file: checked like any checkpoint a user names
+            torch_load(best, mmap=True)
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     return write_metrics(trainer, cfg.paths.output_dir)
 

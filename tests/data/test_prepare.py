@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -11,9 +14,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.fake_raw import COCO_IDS, CONTEXT_IDS, VOC_IDS, make_coco_raw, make_context_raw, make_voc_raw
+from tests.helpers.fake_raw import (
+    COCO_IDS,
+    CONTEXT_IDS,
+    VOC_IDS,
+    cut_tar,
+    make_coco_raw,
+    make_context_raw,
+    make_voc_raw,
+)
 from zegclip.data.prepare import (
     EXTRACT_DIR,
+    EXTRACT_STAMP,
+    VOC_ARCHIVE,
     PrepareError,
     coco_stuff_lut,
     context_lut,
@@ -27,6 +40,21 @@ from zegclip.data.prepare import (
 
 VOC = Path("VOCdevkit/VOC2012")
 CTX = Path("VOCdevkit/VOC2010")
+REPO = Path(__file__).resolve().parents[2]
+CLI_ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
+
+
+def _not_jpeg(name: str) -> bool:
+    return "/JPEGImages/" not in name
+
+
+def _error_line(err: str) -> str:
+    """The one ``error:`` line of a CLI run's stderr (which must be its last line)."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert "Traceback" not in err
+    return errors[0]
 
 
 def _read(path: Path) -> tuple[str, np.ndarray]:
@@ -83,14 +111,14 @@ def test_voc_from_extracted_folders(tmp_path: Path) -> None:
 def test_rerun_skips_existing_and_distrusts_stale_tmp(raw_voc, prepared_voc: Path) -> None:
     aug = prepared_voc / VOC / "SegmentationClassAug"
     kept, lost = aug / "2008_000006.png", aug / "2008_000007.png"
-    old = kept.stat().st_mtime_ns
-    os.utime(kept, ns=(old - 10**9, old - 10**9))
+    before = kept.stat()
     # an interrupted run: the label never reached its final name, a partial temp file remains
     lost.unlink()
     stale = aug / f".{lost.name}.12345.tmp"
     stale.write_bytes(b"half a png")
     prepare_voc(raw_voc[0], prepared_voc, workers=1)
-    assert kept.stat().st_mtime_ns == old - 10**9  # skipped
+    after = kept.stat()  # skipped: a rewrite goes through a new file (new inode, new mtime)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     np.testing.assert_array_equal(_read(lost)[1], raw_voc[1]["sbd"]["2008_000007"])
     assert not stale.exists()
 
@@ -105,6 +133,130 @@ def test_missing_archive_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert len(err) == 1
     assert err[0].startswith("error: ") and "VOCtrainval_11-May-2012.tar" in err[0]
     assert "Traceback" not in err[0]
+
+
+def test_workers_below_one_is_an_error(raw_voc, tmp_path: Path, capsys) -> None:
+    assert main(["voc", "--raw", str(raw_voc[0]), "--out", str(tmp_path / "data"), "--workers", "0"]) == 2
+    assert "--workers" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "data").exists()
+
+
+def test_voc_tar_cut_at_member_boundary_is_an_error(tmp_path: Path, capsys) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    make_voc_raw(raw, **VOC_IDS)
+    # the download stopped after the 3rd of the 8 images; the lists and labels came before them
+    with tarfile.open(raw / VOC_ARCHIVE) as tf:
+        n_other = sum(_not_jpeg(m.name) for m in tf)
+    kept = cut_tar(raw / VOC_ARCHIVE, n_other + 3, first=_not_jpeg)
+    assert sum(not _not_jpeg(k) for k in kept) == 3
+    with tarfile.open(raw / VOC_ARCHIVE) as tf:  # still a valid tar, just shorter
+        assert sum(not _not_jpeg(m.name) for m in tf) == 3
+
+    argv = ["voc", "--raw", str(raw), "--out", str(out), "--workers", "1"]
+    assert main(argv) == 2
+    err = _error_line(capsys.readouterr().err)
+    sets = out / VOC / "ImageSets" / "Segmentation"
+    # names each split list, the count and a few ids; the images a, b, c came through
+    assert f"{sets / 'val.txt'}: 2 of 2 ids, e.g. 2007_000004 (no image), 2007_000005 (no image)" in err
+    assert f"{sets / 'aug.txt'}: 3 of 3 ids" in err
+    assert f"{sets / 'trainaug.txt'}: 3 of 6 ids, e.g. 2008_000006 (no image)" in err
+    assert f"{sets / 'train.txt'}:" not in err
+    assert "4 split list(s)" not in err and "3 split list(s)" in err
+    # nothing prepared is lost, and no list naming missing files was written
+    assert len(list((out / VOC / "JPEGImages").glob("*.jpg"))) == 3
+    assert len(list((out / VOC / "SegmentationClassAug").glob("*.png"))) == 5
+    assert not sets.exists()
+    with pytest.raises(PrepareError, match=r"val\.txt: 2 of 2 ids"):
+        prepare_voc(raw, out, workers=1)
+
+    # the full download replaces the cut one: extracted again, prepared completely
+    labels = make_voc_raw(raw, **VOC_IDS)
+    assert main(argv) == 0
+    _check_voc(out, labels)
+
+
+def test_sbd_list_naming_missing_mat_is_an_error(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    make_voc_raw(raw, **VOC_IDS, archive=False)
+    (raw / "benchmark_RELEASE/dataset/cls/2008_000008.mat").unlink()
+    with pytest.raises(PrepareError, match=r"1 of 5 ids, e\.g\. 2008_000008 \(no cls/2008_000008\.mat\)"):
+        prepare_voc(raw, tmp_path / "data", workers=1)
+
+
+def _replace_archives(raw: Path, make) -> None:
+    """Write the raw archives again with ``make``; make sure each one's size or mtime changed.
+
+    (A new download has a new mtime; on a file system with coarse timestamps the rewrite
+    could keep the old one, which the stamp rightly cannot tell from the same archive.)
+    """
+    old = {p: p.stat() for p in raw.iterdir() if p.is_file()}
+    make()
+    for p, st in old.items():
+        new = p.stat()
+        if (new.st_size, new.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            os.utime(p, ns=(new.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def test_replaced_archive_is_extracted_again(raw_voc, prepared_voc: Path) -> None:
+    raw, out = raw_voc[0], prepared_voc
+    extracted = out / EXTRACT_DIR / VOC_ARCHIVE
+    assert (extracted / EXTRACT_STAMP).is_file()
+    stale = extracted / "VOCdevkit/VOC2012/JPEGImages/stale_member.jpg"
+    stale.write_bytes(b"only in the old archive")
+    old_jpeg = (out / VOC / "JPEGImages/2007_000001.jpg").read_bytes()
+
+    new_labels = {}
+    _replace_archives(raw, lambda: new_labels.update(make_voc_raw(raw, **VOC_IDS, seed=1)))
+    assert not np.array_equal(new_labels["sbd"]["2008_000006"], raw_voc[1]["sbd"]["2008_000006"])
+    assert not np.array_equal(new_labels["voc"]["2007_000001"], raw_voc[1]["voc"]["2007_000001"])
+    prepare_voc(raw, out, workers=1)
+
+    assert not stale.exists()  # the old extraction was removed first
+    _check_voc(out, new_labels)  # new official and SBD labels, not the old ones
+    with tarfile.open(raw / VOC_ARCHIVE) as tf:
+        new_jpeg = tf.extractfile("VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg").read()
+    assert new_jpeg != old_jpeg
+    assert (out / VOC / "JPEGImages/2007_000001.jpg").read_bytes() == new_jpeg
+
+
+def test_unchanged_archive_reuses_its_extraction(raw_voc, prepared_voc: Path, caplog) -> None:
+    extracted = prepared_voc / EXTRACT_DIR / VOC_ARCHIVE
+    out_file = extracted / "VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg"
+    ino = out_file.stat().st_ino
+    with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
+        prepare_voc(raw_voc[0], prepared_voc, workers=1)
+    assert out_file.stat().st_ino == ino
+    assert "extracting" not in caplog.text
+    # an extraction without a record (an older version's, or an interrupted one) is not trusted
+    (extracted / EXTRACT_STAMP).unlink()
+    with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
+        prepare_voc(raw_voc[0], prepared_voc, workers=1)
+    assert "holds no record of the archive" in caplog.text
+    assert (extracted / EXTRACT_STAMP).is_file()
+    assert out_file.stat().st_ino != ino
+
+
+@pytest.mark.parametrize("route", ["module", "script"])
+def test_cli_routes_print_info_and_warning_lines(route: str, raw_voc, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    entry = ["-m", "zegclip.data.prepare", "voc"] if route == "module" else [str(REPO / "scripts/prepare_voc.py")]
+    proc = subprocess.run(
+        [sys.executable, *entry, "--raw", str(raw_voc[0]), "--out", str(out), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **CLI_ENV},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in re.split(r"[\r\n]+", proc.stderr) if line]
+    assert "SBD -> SegmentationClassAug: 5 to write, 0 already done" in lines  # INFO
+    assert "voc: {'train': 3, 'val': 2, 'aug': 3, 'trainaug': 6}" in lines  # INFO
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "voc: counts differ from the official ones: train 3 (official 1464)" in warnings[0]
+    assert "Traceback" not in proc.stderr
+    assert f"voc prepared in {out}" in proc.stdout
+    assert (out / VOC / "ImageSets/Segmentation/trainaug.txt").is_file()
 
 
 def test_wrong_archive_contents_name_the_file(tmp_path: Path) -> None:
@@ -172,6 +324,17 @@ def test_coco_stuff_from_extracted_folders(tmp_path: Path) -> None:
     np.testing.assert_array_equal(arr, coco_stuff_lut()[maps["000000000139"]])
 
 
+def test_coco_stuff_image_without_stuff_map_is_an_error(tmp_path: Path) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    make_coco_raw(raw, **COCO_IDS, archive=False)
+    (raw / "stuffthingmaps_trainval2017/train2017/000000000025.png").unlink()
+    with pytest.raises(PrepareError) as info:
+        prepare_coco_stuff(raw, out, workers=1)
+    msg = str(info.value)
+    assert f"{out / 'coco_stuff164k/images/train2017'}: 1 of 2 ids, e.g. 000000000025 (no label)" in msg
+    assert (out / "coco_stuff164k/annotations/train2017/000000000009_labelTrainIds.png").is_file()  # kept
+
+
 def test_coco_stuff_lut_table() -> None:
     lut = coco_stuff_lut()
     assert lut.shape == (256,) and lut.dtype == np.uint8
@@ -222,6 +385,30 @@ def test_context_lists_derived_from_voc2010(tmp_path: Path, caplog) -> None:
     # the unannotated ids of the Main lists are dropped
     assert read_split(sets / "train.txt") == CONTEXT_IDS["train_ids"]
     assert read_split(sets / "val.txt") == CONTEXT_IDS["val_ids"]
+
+
+def test_context_voc2010_tar_cut_short_is_an_error(tmp_path: Path, capsys) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    make_context_raw(raw, **CONTEXT_IDS)
+    tar = raw / "VOCtrainval_03-May-2010.tar"
+    with tarfile.open(tar) as tf:
+        n_other = sum(_not_jpeg(m.name) for m in tf)
+    cut_tar(tar, n_other + 2, first=_not_jpeg)  # images 2008_000002, 2008_000003 only
+    assert main(["context", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 2
+    err = _error_line(capsys.readouterr().err)
+    sets = out / CTX / "ImageSets/SegmentationContext"
+    assert f"{sets / 'val.txt'}: 1 of 1 ids, e.g. 2008_000007 (no image)" in err
+    assert "1 split list(s)" in err and str(raw / "pascal_context/val.txt") in err
+    assert not sets.exists()
+
+
+def test_context_list_naming_unannotated_id_is_an_error(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    make_context_raw(raw, **CONTEXT_IDS)
+    with open(raw / "pascal_context/train.txt", "a") as f:
+        f.write("2008_000010\n")  # an image without a Context annotation
+    with pytest.raises(PrepareError, match=r"train\.txt: 1 of 3 ids, e\.g\. 2008_000010 \(no annotation in "):
+        prepare_context(raw, tmp_path / "data", workers=1)
 
 
 def test_context_missing_annotations(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from zegclip.data.transforms import (
     crop_is_balanced,
     eval_transform,
     rescale_size,
-    short_side_size,
     train_transform,
 )
+from zegclip.model.inference import short_side_size
 
 PALETTE = np.array(
     [[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20], [20, 230, 230], [230, 20, 230]],
@@ -51,8 +51,9 @@ def test_rescale_size_follows_mmcv_rounding() -> None:
     assert rescale_size(500, 375, (2048, 512)) == (683, 512)
     # factor = min(200/99, 50/70) = 0.714...; width 99 * 0.714 = 70.71 -> int(71.21) = 71
     assert rescale_size(99, 70, (200, 50)) == (71, 50)
-    assert short_side_size(500, 375, 512) == (683, 512)
-    assert short_side_size(333, 500, 512) == (512, 769)  # 500 * 512/333 = 768.77
+    # the one test-size rule, (height, width) order (zegclip.model.inference)
+    assert short_side_size(375, 500, 512) == (512, 683)
+    assert short_side_size(500, 333, 512) == (769, 512)  # 500 * 512/333 = 768.77
 
 
 def test_ratio_rescale_truncates_the_target_scale() -> None:
@@ -164,6 +165,17 @@ def test_eval_transform_short_side_and_untouched_label() -> None:
     tall = np.zeros((500, 333), np.uint8)
     out = eval_transform(512)(image=np.zeros((500, 333, 3), np.uint8), mask=tall)
     assert out["image"].shape == (3, 769, 512) and out["mask"].shape == (500, 333)
+
+
+def test_eval_resize_is_opencv_bilinear_on_uint8_without_a_long_side_cap() -> None:
+    """The authors' mmseg resize (cv2 bilinear, uint8); evaluation never caps extreme aspect ratios."""
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    out = eval_transform(64, normalize=False)(image=image, mask=np.zeros((37, 53), np.uint8))["image"]
+    resized = cv2.resize(image, (92, 64), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(out.numpy(), resized.transpose(2, 0, 1).astype(np.float32))
+    strip = np.zeros((10, 200, 3), np.uint8)  # 20:1, capped by zegclip.segment but not here
+    out = eval_transform(64, normalize=False)(image=strip, mask=np.zeros((10, 200), np.uint8))["image"]
+    assert out.shape == (3, 64, 1280)
 
 
 def test_photometric_changes_only_the_image_and_stays_uint8() -> None:

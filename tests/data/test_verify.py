@@ -94,3 +94,42 @@ def test_sample_is_deterministic(prepared_coco: Path) -> None:
     b = verify_report("coco_stuff", prepared_coco, sample=2)
     assert a.sampled == 2
     np.testing.assert_array_equal(a.histogram, b.histogram)
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.unlink()  # the prepared file may be a hard link to the raw one
+    path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"<html>404 not found</html>")
+
+
+@pytest.mark.parametrize(
+    ("rel", "how"),
+    [
+        ("SegmentationClassAug/2008_000006.png", "truncated"),  # written by prepare
+        ("SegmentationClass/2007_000004.png", "garbage"),  # linked from the archive
+        ("JPEGImages/2007_000002.jpg", "truncated"),
+        ("JPEGImages/2008_000007.jpg", "garbage"),
+    ],
+)
+def test_undecodable_file_is_a_listed_problem(prepared_voc: Path, rel: str, how: str, capsys) -> None:
+    bad = prepared_voc / VOC / rel
+    _damage(bad, how)
+    problems = verify_dataset("voc", prepared_voc)
+    assert len(problems) == 1, problems
+    assert "1 sampled file(s) cannot be decoded" in problems[0] and str(bad) in problems[0]
+    assert main(["voc", "--root", str(prepared_voc)]) == 1
+    captured = capsys.readouterr()
+    assert "1 problem(s):" in captured.out and str(bad) in captured.out
+    assert "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("sample", ["-5", "0"])
+def test_sample_below_one_is_an_error(prepared_voc: Path, sample: str, capsys) -> None:
+    assert main(["voc", "--root", str(prepared_voc), "--sample", sample]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        f"error: --sample must be at least 1 (the number of labels to read), got {sample}"
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        verify_report("voc", prepared_voc, sample=int(sample))

@@ -11,7 +11,7 @@ import io
 import json
 import tarfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +128,13 @@ def make_voc_raw(
     sbd_train: list[str],
     sbd_val: list[str],
     archive: bool = True,
+    seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Write ``VOCtrainval_11-May-2012.tar`` and ``benchmark.tgz`` (or their folders).
+
+    Args:
+        seed: Added to every image's and label's seed: another ``seed`` gives the same
+            files with other contents (a replaced download).
 
     Returns:
         ``{"voc": {id: SegmentationClass indices}, "sbd": {id: SBD class map}}``.
@@ -141,9 +146,9 @@ def make_voc_raw(
     with Sink(raw / ("VOCtrainval_11-May-2012.tar" if archive else ""), kind) as sink:
         base = "VOCdevkit/VOC2012"
         for i in ids:
-            sink.add(f"{base}/JPEGImages/{i}.jpg", jpeg_bytes(_seed(i)))
+            sink.add(f"{base}/JPEGImages/{i}.jpg", jpeg_bytes(_seed(i) + seed))
         for i in sorted(set(voc_train) | set(voc_val)):
-            voc_labels[i] = block_label(_seed(i), [*range(21), 255])
+            voc_labels[i] = block_label(_seed(i) + seed, [*range(21), 255])
             sink.add(f"{base}/SegmentationClass/{i}.png", png_bytes(voc_labels[i], voc_palette()))
         seg = f"{base}/ImageSets/Segmentation"
         sink.add(f"{seg}/train.txt", "".join(f"{i}\n" for i in voc_train).encode())
@@ -152,7 +157,7 @@ def make_voc_raw(
     with Sink(raw / ("benchmark.tgz" if archive else ""), "tgz" if archive else "dir") as sink:
         base = "benchmark_RELEASE/dataset"
         for i in sorted(set(sbd_train) | set(sbd_val)):
-            sbd_labels[i] = block_label(_seed(i) + 1, range(21))
+            sbd_labels[i] = block_label(_seed(i) + 1 + seed, range(21))
             gtcls = {
                 "Segmentation": sbd_labels[i].astype(np.uint8),
                 "Boundaries": np.zeros((1, 1)),
@@ -162,6 +167,33 @@ def make_voc_raw(
         sink.add(f"{base}/train.txt", "".join(f"{i}\n" for i in sbd_train).encode())
         sink.add(f"{base}/val.txt", "".join(f"{i}\n" for i in sbd_val).encode())
     return {"voc": voc_labels, "sbd": sbd_labels}
+
+
+def cut_tar(path: Path, keep: int, first: Callable[[str], bool] | None = None) -> list[str]:
+    """Cut the tar at ``path`` at a member boundary, like a download that stopped there.
+
+    The tar is first rewritten with the members ``first`` accepts moved to the front
+    (order otherwise kept; e.g. the lists and labels before the images, as in a real
+    archive whose image folder comes late), then its bytes are cut at the header of
+    member ``keep``: a valid tar holding only the first ``keep`` members, without the
+    end-of-archive blocks.
+
+    Returns:
+        The names of the members kept.
+    """
+    path = Path(path)
+    with tarfile.open(path) as tf:
+        members = [(m, tf.extractfile(m).read() if m.isfile() else b"") for m in tf.getmembers()]
+    if first is not None:
+        members.sort(key=lambda md: not first(md[0].name))
+    with tarfile.open(path, "w") as tf:
+        for m, data in members:
+            tf.addfile(m, io.BytesIO(data))
+    with tarfile.open(path) as tf:
+        offsets = [m.offset for m in tf.getmembers()]
+    with open(path, "r+b") as f:
+        f.truncate(offsets[keep])
+    return [m.name for m, _ in members[:keep]]
 
 
 def make_coco_raw(

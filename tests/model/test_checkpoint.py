@@ -118,3 +118,53 @@ def test_unknown_and_missing_keys_are_named(make_tiny_model, tmp_path):
     torch.save({"state_dict": {"x": torch.zeros(1)}}, tmp_path / "ours.pth")
     with pytest.raises(CheckpointError, match="not an authors'"):
         load_official_checkpoint(tmp_path / "ours.pth")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "the file is empty or cut short"),
+        ("truncated", "truncated or corrupt"),
+        (b"hello world\n", "not a PyTorch checkpoint"),
+        (bytes(range(256)) * 4, "not a PyTorch checkpoint"),
+        ("folder", "is a folder, not a checkpoint file"),
+    ],
+    ids=["empty", "truncated", "text", "random_bytes", "folder"],
+)
+def test_unreadable_checkpoints_say_why_in_words(tiny_model, tmp_path, content, reason):
+    path = tmp_path / "model.pt"
+    if content == "truncated":
+        tiny_model.save(path)
+        path.write_bytes(path.read_bytes()[:5000])
+    elif content == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert str(path) in message and reason in message
+    assert "weights_only" not in message and "\n" not in message  # not torch's advice to unpickle
+
+
+def test_config_that_does_not_fit_the_weights_names_the_tensor(tiny_model, tmp_path):
+    path = tmp_path / "model.pt"
+    tiny_model.save(path)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["num_prompts"] = 7  # 4 prompts stored
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"image_encoder\.prompts\.\w+ is \(1, 4, 64\) in the checkpoint"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match=r"prompt_embeddings is \(1, 4, 64\) in the checkpoint but \(1, 7, 64\)"):
+        load_model(tmp_path / "model.pt", num_prompts=7)
+
+
+def test_overrides_apply_to_the_authors_checkpoints_too(make_tiny_model, tmp_path):
+    path = tmp_path / "ZegCLIP_tiny.pth"
+    torch.save({"state_dict": _authors_layout(make_tiny_model())}, path)
+    assert load_model(path, prompt_dropout=0.0).image_encoder.prompts.prompt_dropout.p == 0.0
+    assert load_model(path).image_encoder.prompts.prompt_dropout.p == 0.1
+    with pytest.raises(CheckpointError, match="decoder"):
+        load_model(path, decoder_layers=2)  # does not fit the stored weights: refused, not ignored
+    with pytest.raises(TypeError, match="unknown override"):
+        load_model(path, prompt_droput=0.0)

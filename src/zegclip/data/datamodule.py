@@ -7,8 +7,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.data.classes import DatasetInfo, get_dataset_info
 from zegclip.data.datasets import (
     SETTINGS,
@@ -32,6 +33,21 @@ DEFAULT_SPLITS: dict[str, tuple[str, str]] = {
     "synthetic": ("train", "val"),
 }
 """(train split, validation split) per dataset."""
+
+
+class _Uncounted(Dataset):
+    """A dataset's samples with every label pixel ignored: they run but add nothing to the metrics."""
+
+    def __init__(self, dataset: SegDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.dataset[index])
+        sample["label"] = torch.full_like(torch.as_tensor(sample["label"]), IGNORE_INDEX)
+        return sample
 
 
 class SegDataModule(L.LightningDataModule):
@@ -72,8 +88,12 @@ class SegDataModule(L.LightningDataModule):
     on the number of workers and a resumed run continues exactly where it stopped
     (the stream starts after the samples already consumed, ``global_step`` x
     ``accumulate_grad_batches`` x ``batch_size`` per process). Validation and test are
-    sharded over processes without padding (`ShardSampler`). Lightning must therefore
-    not insert its own samplers: build the Trainer with ``use_distributed_sampler=False``.
+    sharded over processes without padding (`ShardSampler`), so every image is counted
+    exactly once and the summed confusion matrix equals a single process's. A process
+    left without an image (fewer images than processes) evaluates image 0 with every
+    label pixel ignored: Lightning needs a batch on every process, and that one adds
+    nothing to the metrics. Lightning must not insert its own samplers: build the
+    Trainer with ``use_distributed_sampler=False``.
     """
 
     def __init__(
@@ -226,8 +246,14 @@ class SegDataModule(L.LightningDataModule):
         return self._loader(keyed, "fit", stream, self.batch_size)
 
     def _eval_loader(self, dataset: SegDataset | None, stage: str) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
         rank, world = self._rank_world()
-        sampler = ShardSampler(len(dataset), rank=rank, world=world) if dataset is not None else None
+        sampler = ShardSampler(len(dataset), rank=rank, world=world)
+        if len(sampler) == 0 and len(dataset) > 0:
+            # fewer images than processes: a process with an empty shard would fail Lightning's
+            # check (or skip the metric sync the others wait in), so it runs one image that counts nothing
+            return self._loader(_Uncounted(dataset), stage, [0], 1)
         return self._loader(dataset, stage, sampler, 1)  # batch 1: eval images differ in size
 
     def val_dataloader(self) -> DataLoader:

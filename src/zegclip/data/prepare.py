@@ -7,9 +7,16 @@ Usage::
 
 ``--raw`` holds the downloads, either as the original archives or already
 extracted. Archives are extracted into ``<out>/.raw_extract``; nothing is written
-outside ``--out``. Images are hard-linked (copied where linking fails), never
-moved. Labels are written to a temporary name and renamed, so a label under its
-final name is always complete and a re-run skips it.
+outside ``--out``. Each extraction records which archive it came from (path, size,
+mtime) and is redone when the archive changed. Images are hard-linked (copied where
+linking fails), never moved. Labels are written to a temporary name and renamed, so
+a label under its final name is always complete and a re-run skips it unless its
+source changed after it was written.
+
+Before the split lists are written, every id they name is checked to have an image
+and a label in ``--out`` (the COCO-Stuff image folders stand in for lists): an archive
+cut short, or lists naming files the downloads lack, is an error, not a quietly
+smaller dataset. Nothing already prepared is deleted on an error.
 
 The layout helpers at the bottom (:func:`dataset_items`, :func:`valid_label_values`,
 :func:`read_split`) are shared with :mod:`zegclip.data.verify`.
@@ -38,10 +45,15 @@ from tqdm import tqdm
 from zegclip.constants import IGNORE_INDEX
 from zegclip.data.classes import COCO_STUFF_MISSING_RAW, CONTEXT_FULL_IDS, DATASETS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("zegclip.data.prepare")  # fixed: __name__ is "__main__" under python -m
 
 EXTRACT_DIR = ".raw_extract"
 """Work folder inside ``--out`` that archives are extracted into."""
+
+EXTRACT_STAMP = ".zegclip_extracted.json"
+"""File inside each extraction naming the archive it came from (path, size, mtime_ns)."""
+
+_MISSING_EXAMPLES = 3
 
 OFFICIAL_COUNTS: dict[str, dict[str, int]] = {
     "voc": {"train": 1464, "val": 1449, "aug": 9118, "trainaug": 10582},
@@ -156,19 +168,44 @@ def _remove_stale_tmp(folder: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (copy where linking fails); skip an existing ``dst``."""
-    if dst.exists():
-        return
+def is_current(src: str | Path, dst: str | Path) -> bool:
+    """Whether ``dst``, made from ``src``, is up to date.
+
+    True when ``dst`` exists and either is ``src`` itself (a hard link) or was written
+    after ``src`` last changed (its mtime is not older than the source's mtime and
+    ctime; extracting an archive again gives every file a new ctime). A missing source
+    keeps an existing ``dst``.
+    """
     try:
-        os.link(src, dst)
-    except OSError:
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        d = os.stat(dst)
+    except FileNotFoundError:
+        return False
+    try:
+        s = os.stat(src)
+    except FileNotFoundError:
+        return True
+    if (s.st_dev, s.st_ino) == (d.st_dev, d.st_ino):
+        return True
+    return d.st_mtime_ns >= max(s.st_mtime_ns, s.st_ctime_ns)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (copy where linking fails); skip a ``dst`` that :func:`is_current`.
+
+    An outdated ``dst`` (its source was replaced) is replaced atomically.
+    """
+    if is_current(src, dst):
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
         try:
+            os.link(src, tmp)
+        except OSError:
             shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _link_files(src_dir: Path, dst_dir: Path, suffix: str, desc: str) -> int:
@@ -181,11 +218,43 @@ def _link_files(src_dir: Path, dst_dir: Path, suffix: str, desc: str) -> int:
     return len(files)
 
 
+def _archive_stamp(archive: Path) -> dict[str, Any]:
+    """What identifies an archive's contents cheaply: its path, size and mtime."""
+    st = archive.stat()
+    return {"archive": str(archive.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_stamp(folder: Path) -> dict[str, Any] | None:
+    try:
+        stamp = json.loads((folder / EXTRACT_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
 def _extract(archive: Path, extract_root: Path) -> Path:
-    """Extract ``archive`` into ``extract_root/<archive name>`` (once) and return that folder."""
+    """Extract ``archive`` into ``extract_root/<archive name>`` and return that folder.
+
+    An earlier extraction is reused only when its :data:`EXTRACT_STAMP` names this
+    archive with the same size and mtime; otherwise it is removed and the archive is
+    extracted again (the stamp goes in last, so an interrupted extraction never counts).
+    """
     dest = extract_root / archive.name
+    stamp = _archive_stamp(archive)
     if dest.is_dir():
-        return dest
+        recorded = _read_stamp(dest)
+        if recorded == stamp:
+            return dest
+        if recorded is None:
+            why = "holds no record of the archive it came from"
+        else:
+            changed = [k for k in ("archive", "size", "mtime_ns") if recorded.get(k) != stamp[k]]
+            why = f"came from a different archive ({', '.join(changed)} differ)"
+        logger.info("%s %s; removing it and extracting %s again", dest, why, archive)
+        try:
+            shutil.rmtree(dest)
+        except OSError as e:
+            raise PrepareError(f"could not remove the outdated extraction {dest}: {e}") from e
     partial = extract_root / f"{archive.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -207,6 +276,7 @@ def _extract(archive: Path, extract_root: Path) -> Path:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    (partial / EXTRACT_STAMP).write_text(json.dumps(stamp))
     os.replace(partial, dest)
     return dest
 
@@ -292,8 +362,22 @@ def _call(job: tuple[Callable[..., Any], tuple]) -> tuple[str, Any, str | None]:
         return str(task[-1]), None, f"{type(e).__name__}: {e}"
 
 
-def _convert_all(func: Callable[..., Any], tasks: list[tuple], workers: int, desc: str) -> list[Any]:
-    """Run ``func(*task)`` for every task whose output (``task[-1]``) does not exist yet.
+def _convert_all(
+    func: Callable[..., Any],
+    tasks: list[tuple],
+    workers: int,
+    desc: str,
+    sources: Sequence[str | Path] | None = None,
+) -> list[Any]:
+    """Run ``func(*task)`` for every task whose output (``task[-1]``) is missing or outdated.
+
+    Args:
+        func: The conversion, called as ``func(*task)``.
+        tasks: Argument tuples; the last item is the output path.
+        workers: Processes (1: in this process).
+        desc: Progress-bar label.
+        sources: The file each task's output is made from (default ``task[0]``); an
+            output older than its source (see :func:`is_current`) is written again.
 
     Returns:
         The results of the tasks that ran.
@@ -304,8 +388,16 @@ def _convert_all(func: Callable[..., Any], tasks: list[tuple], workers: int, des
     for folder in {Path(t[-1]).parent for t in tasks}:
         folder.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(folder)
-    todo = [t for t in tasks if not Path(t[-1]).exists()]
-    logger.info("%s: %d to write, %d already done", desc, len(todo), len(tasks) - len(todo))
+    sources = [t[0] for t in tasks] if sources is None else sources
+    todo = [t for t, src in zip(tasks, sources, strict=True) if not is_current(src, t[-1])]
+    outdated = sum(Path(t[-1]).exists() for t in todo)
+    logger.info(
+        "%s: %d to write%s, %d already done",
+        desc,
+        len(todo),
+        f" ({outdated} outdated by a newer source)" if outdated else "",
+        len(tasks) - len(todo),
+    )
     jobs = [(func, t) for t in todo]
     if workers > 1 and len(jobs) > 1:
         pool = multiprocessing.Pool(workers)
@@ -340,6 +432,63 @@ def _compare_counts(name: str, counts: dict[str, int], strict: bool) -> None:
     if strict:
         raise PrepareError(msg + " (--strict)")
     logger.warning("%s; fine for a subset, otherwise check the downloads", msg)
+
+
+def _lacking(rows: Iterable[tuple[str, Path, Path]]) -> list[str]:
+    """``"<id> (no image)"`` etc. for every ``(id, image, label)`` row with a missing file."""
+    found = []
+    for i, image, label in rows:
+        what = [k for k, path in (("image", image), ("label", label)) if not path.is_file()]
+        if what:
+            found.append(f"{i} (no {' and no '.join(what)})")
+    return found
+
+
+def _missing_files_error(
+    name: str, bad: list[tuple[Path, int, list[str]]], source: str, lists: bool = True
+) -> PrepareError:
+    """The error for split lists (or, ``lists=False``, image folders) whose ids lack files.
+
+    Args:
+        name: The dataset.
+        bad: ``(split list path, ids listed, descriptions of the ids lacking files)``.
+        source: Where the listed ids came from, for the message.
+        lists: Whether ``bad`` names split lists (else image folders).
+    """
+    parts = []
+    for path, total, lacking in bad:
+        more = ", ..." if len(lacking) > _MISSING_EXAMPLES else ""
+        parts.append(f"{path}: {len(lacking)} of {total} ids, e.g. {', '.join(lacking[:_MISSING_EXAMPLES])}{more}")
+    what = "split list(s) would name" if lists else "image folder(s) hold ids with"
+    return PrepareError(
+        f"{name}: {len(bad)} {what} files that do not exist: {'; '.join(parts)}. "
+        f"The ids come from {source}. An archive cut short or an incomplete download? Download it "
+        "again and re-run (what is already prepared is kept and reused). A subset is fine when its "
+        + (
+            "split lists name only the files it has. The split lists were not written."
+            if lists
+            else "images all have one."
+        )
+    )
+
+
+def _write_checked_lists(name: str, out: Path, lists: dict[str, list[str]], source: str) -> None:
+    """Write the split lists of ``name`` under ``out``, after checking every id has its files.
+
+    Raises:
+        PrepareError: naming each list, the count and a few of the ids whose image or
+            label is missing in ``out``; no list is written then (earlier ones are kept).
+    """
+    items = _layout_items(name, out, lists)
+    bad = []
+    for split, rows in items.items():
+        lacking = _lacking(rows)
+        if lacking:
+            bad.append((split_list_path(name, out, split), len(rows), lacking))
+    if bad:
+        raise _missing_files_error(name, bad, source)
+    for split, ids in lists.items():
+        write_split(split_list_path(name, out, split), ids)
 
 
 # --------------------------------------------------------------------------------------
@@ -431,18 +580,17 @@ def prepare_voc(raw: str | Path, out: str | Path, workers: int | None = None, st
     present = [i for i in sbd_ids if (sbd / "cls" / f"{i}.mat").is_file()]
     if len(present) < len(sbd_ids):
         lost = sorted(set(sbd_ids) - set(present))
-        logger.warning(
-            "SBD: %d listed ids have no cls/<id>.mat and are left out (e.g. %s)",
-            len(lost),
-            ", ".join(lost[:3]),
+        raise _missing_files_error(
+            "voc",
+            [(sbd / "train.txt + val.txt", len(sbd_ids), [f"{i} (no cls/{i}.mat)" for i in lost])],
+            f"the SBD lists in {sbd}",
         )
     tasks = [(str(sbd / "cls" / f"{i}.mat"), str(dst / "SegmentationClassAug" / f"{i}.png")) for i in present]
     _convert_all(_convert_sbd, tasks, workers, "SBD -> SegmentationClassAug")
 
     seg = voc / "ImageSets" / "Segmentation"
     lists = voc_lists(read_split(seg / "train.txt"), read_split(seg / "val.txt"), present)
-    for split, ids in lists.items():
-        write_split(dst / "ImageSets" / "Segmentation" / f"{split}.txt", ids)
+    _write_checked_lists("voc", out, lists, f"{seg}/{{train,val}}.txt and {sbd}/{{train,val}}.txt")
     counts = {k: len(v) for k, v in lists.items()}
     logger.info("voc: %s", counts)
     _compare_counts("voc", counts, strict)
@@ -528,6 +676,13 @@ def prepare_coco_stuff(
                 with_image,
             )
         counts[split] = with_image
+    items = _layout_items("coco_stuff", out, None)
+    missing = [(dst / "images" / split, len(rows), _lacking(rows)) for split, rows in items.items()]
+    missing = [m for m in missing if m[2]]
+    if missing:
+        raise _missing_files_error(
+            "coco_stuff", missing, f"the image folders; every image needs a stuff map in {maps}", lists=False
+        )
     bad = [n for n in unexpected if n]
     if bad:
         logger.warning(
@@ -719,10 +874,12 @@ def prepare_context(
     lists = _find_context_lists(raw)
     if lists is not None:
         train, val = read_split(lists[0]), read_split(lists[1])
+        list_source = f"{lists[0]} and {lists[1]}"
         logger.info("context: split lists from %s and %s", *lists)
     elif images_json:
         train = [i for i, (_h, _w, phase) in images_json.items() if phase == "train"]
         val = [i for i, (_h, _w, phase) in images_json.items() if phase == "val"]
+        list_source = f"the 'phase' of each image in {json_path}"
         logger.info("context: split lists from the 'phase' of each image in %s", json_path)
     else:
         main_sets = voc / "ImageSets" / "Main"
@@ -733,6 +890,7 @@ def prepare_context(
             )
         train = [i for i in read_split(main_sets / "train.txt") if i in annotated]
         val = [i for i in read_split(main_sets / "val.txt") if i in annotated]
+        list_source = f"{main_sets}/{{train,val}}.txt (the annotated ids among them)"
         logger.info(
             "context: no Context split lists in %s; derived them from VOC2010 "
             "ImageSets/Main/{train,val}.txt intersected with the annotated ids",
@@ -741,17 +899,18 @@ def prepare_context(
 
     n_images = _link_files(voc / "JPEGImages", dst / "JPEGImages", ".jpg", "images")
     splits = {"train": sorted(set(train)), "val": sorted(set(val))}
-    for split, ids in splits.items():
-        usable = [i for i in ids if i in annotated and (dst / "JPEGImages" / f"{i}.jpg").exists()]
-        if len(usable) < len(ids):
-            lost = sorted(set(ids) - set(usable))
-            logger.warning(
-                "context %s: %d listed ids lack an annotation or an image and are left out (e.g. %s)",
-                split,
-                len(lost),
-                ", ".join(lost[:3]),
-            )
-        splits[split] = usable
+    bad = []
+    for split, split_ids in splits.items():
+        lacking = []
+        for i in split_ids:
+            what = [] if (dst / "JPEGImages" / f"{i}.jpg").is_file() else ["image"]
+            what += [] if i in annotated else [f"annotation in {source}"]
+            if what:
+                lacking.append(f"{i} (no {' and no '.join(what)})")
+        if lacking:
+            bad.append((split_list_path("context", out, split), len(split_ids), lacking))
+    if bad:
+        raise _missing_files_error("context", bad, list_source)
     ids = sorted(set(splits["train"]) | set(splits["val"]))
     logger.info("context: %d images linked, %d labels from %s", n_images, len(ids), source)
 
@@ -760,10 +919,9 @@ def prepare_context(
         _convert_all(_convert_context_mat, tasks, workers, "Context labels")
     else:
         tasks = [(images_json[i][0], images_json[i][1], anns[i], str(label_dir / f"{i}.png")) for i in ids]
-        _convert_all(_convert_context_json, tasks, workers, "Context labels")
+        _convert_all(_convert_context_json, tasks, workers, "Context labels", sources=[json_path] * len(tasks))
 
-    for split, split_ids in splits.items():
-        write_split(dst / "ImageSets" / "SegmentationContext" / f"{split}.txt", split_ids)
+    _write_checked_lists("context", out, splits, list_source)
     counts = {k: len(v) for k, v in splits.items()}
     logger.info("context: %s", counts)
     _compare_counts("context", counts, strict)
@@ -788,16 +946,23 @@ def valid_label_values(name: str) -> np.ndarray:
     return valid
 
 
-def dataset_items(name: str, root: str | Path) -> dict[str, list[tuple[str, Path, Path]]]:
-    """``(id, image path, label path)`` of every split of a prepared dataset.
+_LIST_LAYOUTS = {
+    "voc": (("VOCdevkit", "VOC2012"), "Segmentation", ("train", "val", "aug", "trainaug")),
+    "context": (("VOCdevkit", "VOC2010"), "SegmentationContext", ("train", "val")),
+}
+"""Datasets with split lists: base folder under the root, ImageSets subfolder, splits."""
 
-    Args:
-        name: ``voc``, ``coco_stuff`` or ``context``.
-        root: The prepare ``--out`` folder (holding ``VOCdevkit/`` or ``coco_stuff164k/``).
 
-    Raises:
-        PrepareError: if the dataset folder or a split list is missing.
-    """
+def split_list_path(name: str, root: str | Path, split: str) -> Path:
+    """Path of the prepared split list ``split`` of dataset ``name`` (``voc`` or ``context``)."""
+    base, sets, _splits = _LIST_LAYOUTS[name]
+    return Path(root).joinpath(*base) / "ImageSets" / sets / f"{split}.txt"
+
+
+def _layout_items(
+    name: str, root: str | Path, lists: dict[str, list[str]] | None
+) -> dict[str, list[tuple[str, Path, Path]]]:
+    """``(id, image path, label path)`` rows for the ids of ``lists`` (COCO-Stuff: of the image folders)."""
     root = Path(root)
     items: dict[str, list[tuple[str, Path, Path]]] = {}
     if name == "coco_stuff":
@@ -810,33 +975,47 @@ def dataset_items(name: str, root: str | Path) -> dict[str, list[tuple[str, Path
             lab_dir = base / "annotations" / split
             items[split] = [(i, img_dir / f"{i}.jpg", lab_dir / f"{i}_labelTrainIds.png") for i in ids]
         return items
-    if name == "voc":
-        base, sets, labels = root / "VOCdevkit" / "VOC2012", "Segmentation", "SegmentationClass"
-        splits = ("train", "val", "aug", "trainaug")
-    elif name == "context":
-        base, sets, labels = root / "VOCdevkit" / "VOC2010", "SegmentationContext", None
-        splits = ("train", "val")
-    else:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(OFFICIAL_COUNTS)}")
-    lists = {}
-    for split in splits:
-        path = base / "ImageSets" / sets / f"{split}.txt"
-        if not path.is_file():
-            raise PrepareError(f"no split list {path}; run python -m zegclip.data.prepare {name}")
-        lists[split] = read_split(path)
-    train = set(lists["train"])
+    base = root.joinpath(*_LIST_LAYOUTS[name][0])
+    assert lists is not None
+    train = set(lists.get("train", ()))
     for split, ids in lists.items():
         rows = []
         for i in ids:
             if name == "context":
                 label = base / "SegmentationClassContext" / f"{i}.png"
             elif split in ("train", "val") or (split == "trainaug" and i in train):
-                label = base / labels / f"{i}.png"  # official masks
+                label = base / "SegmentationClass" / f"{i}.png"  # official masks
             else:
                 label = base / "SegmentationClassAug" / f"{i}.png"  # from SBD
             rows.append((i, base / "JPEGImages" / f"{i}.jpg", label))
         items[split] = rows
     return items
+
+
+def dataset_items(name: str, root: str | Path) -> dict[str, list[tuple[str, Path, Path]]]:
+    """``(id, image path, label path)`` of every split of a prepared dataset.
+
+    Args:
+        name: ``voc``, ``coco_stuff`` or ``context``.
+        root: The prepare ``--out`` folder (holding ``VOCdevkit/`` or ``coco_stuff164k/``).
+
+    Raises:
+        PrepareError: if the dataset folder or a split list is missing or unreadable.
+    """
+    if name == "coco_stuff":
+        return _layout_items(name, root, None)
+    if name not in _LIST_LAYOUTS:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(OFFICIAL_COUNTS)}")
+    lists = {}
+    for split in _LIST_LAYOUTS[name][2]:
+        path = split_list_path(name, root, split)
+        if not path.is_file():
+            raise PrepareError(f"no split list {path}; run python -m zegclip.data.prepare {name}")
+        try:
+            lists[split] = read_split(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise PrepareError(f"could not read split list {path}: {e}") from e
+    return _layout_items(name, root, lists)
 
 
 # --------------------------------------------------------------------------------------
@@ -856,13 +1035,30 @@ class _CliFormatter(logging.Formatter):
         return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    _zegclip_cli = True
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_cli_logging() -> None:
-    """Send ``zegclip.data`` log records to stderr (info plain, warnings prefixed)."""
+    """Send ``zegclip.data`` log records to stderr (info plain, warnings prefixed).
+
+    The module loggers have fixed names (``zegclip.data.prepare``, ``zegclip.data.verify``),
+    so ``python -m zegclip.data.prepare`` prints the same lines as ``scripts/prepare_*.py``.
+    """
     pkg = logging.getLogger("zegclip.data")
     if not any(getattr(h, "_zegclip_cli", False) for h in pkg.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(_CliFormatter())
-        handler._zegclip_cli = True  # type: ignore[attr-defined]
         pkg.addHandler(handler)
     pkg.setLevel(logging.INFO)
 
@@ -879,6 +1075,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=default_workers(), help="label conversion processes")
     parser.add_argument("--strict", action="store_true", help="fail when counts differ from the official ones")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
     setup_cli_logging()
     try:
         counts = PREPARERS[args.dataset](args.raw, args.out, workers=args.workers, strict=args.strict)

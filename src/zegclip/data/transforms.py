@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from zegclip.constants import IGNORE_INDEX
-from zegclip.model.inference import short_side_size as test_time_size
+from zegclip.segmentation import resize_short_side
 
 __all__ = [
     "MEAN",
@@ -40,7 +40,6 @@ __all__ = [
     "crop_is_balanced",
     "eval_transform",
     "rescale_size",
-    "short_side_size",
     "train_transform",
 ]
 
@@ -57,12 +56,6 @@ def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, 
     """
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
     return int(width * factor + 0.5), int(height * factor + 0.5)
-
-
-def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """New (width, height), cv2's order, of the test-time resize (`zegclip.model.inference`)."""
-    new_height, new_width = test_time_size(height, width, short_side)
-    return new_width, new_height
 
 
 class RatioRangeRescale(A.DualTransform):
@@ -250,9 +243,12 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
 
 
 class ShortSideResize(A.ImageOnlyTransform):
-    """Test-time resize: short side exactly ``short_side`` (`short_side_size`), bilinear.
+    """Test-time resize: short side exactly ``short_side``, aspect kept, OpenCV bilinear on uint8.
 
-    Image only: evaluation keeps the label at its original size.
+    Calls ``zegclip.segmentation.resize_short_side`` (size from
+    ``zegclip.model.inference.short_side_size``), the resize `zegclip.segment` uses too;
+    no long-side cap here (the paper's protocol). Image only: evaluation keeps the label
+    at its original size.
     """
 
     def __init__(self, short_side: int = 512, p: float = 1.0) -> None:
@@ -260,9 +256,7 @@ class ShortSideResize(A.ImageOnlyTransform):
         self.short_side = short_side
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        height, width = img.shape[:2]
-        size = short_side_size(width, height, self.short_side)
-        return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+        return resize_short_side(img, self.short_side)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("short_side",)

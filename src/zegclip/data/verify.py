@@ -7,7 +7,9 @@ Usage::
 ``--root`` is the prepare ``--out`` folder. Checks: every id of every split has an
 image and a label; on a sample of labels (fixed seed): single-channel index maps
 (not colour PNGs), values in the dataset's range, label size equal to image size,
-and a class histogram that looks like a segmentation dataset's.
+and a class histogram that looks like a segmentation dataset's. A sampled image or
+label that cannot be decoded (truncated, not an image) is a problem naming the file.
+Exit status: 0 all well, 1 problems found, 2 wrong arguments.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from zegclip.constants import IGNORE_INDEX
 from zegclip.data.classes import DATASETS
 from zegclip.data.prepare import PrepareError, dataset_items, setup_cli_logging, valid_label_values
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("zegclip.data.verify")  # fixed: __name__ is "__main__" under python -m
 
 DEFAULT_SAMPLE = 200
 MIN_CLASSES = {"voc": 5, "context": 10, "coco_stuff": 20}
@@ -78,21 +80,42 @@ def _check_presence(items: dict[str, list[tuple[str, Path, Path]]], report: Veri
                 )
 
 
+def _decode(path: Path, unreadable: list[str]) -> tuple[str, np.ndarray | None] | None:
+    """Open and fully decode an image: ``(mode, array or None for modes other than L/P)``.
+
+    A file that cannot be decoded (truncated, corrupt, not an image) is added to
+    ``unreadable`` as ``"<path> (<reason>)"`` and None is returned.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.mode, (np.asarray(im) if im.mode in ("L", "P") else None)
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        reason = " ".join(str(e).split()) or type(e).__name__
+        unreadable.append(f"{path} ({reason})")
+        return None
+
+
 def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyReport) -> None:
     valid = valid_label_values(name)
     colour: dict[str, list[Path]] = {}
     bad_mode: list[str] = []
     bad_values: dict[int, list[Path]] = {}
     bad_size: list[str] = []
+    unreadable: list[str] = []
     for image_path, label_path in pairs:
-        with Image.open(label_path) as im:
-            mode = im.mode
-            label = np.asarray(im) if mode in ("L", "P") else None
+        decoded = _decode(label_path, unreadable)
+        image = _decode(image_path, unreadable)
+        if decoded is None:
+            continue
+        mode, label = decoded
         if mode in ("RGB", "RGBA"):
             colour.setdefault(mode, []).append(label_path)
             continue
         if label is None:
             bad_mode.append(f"{label_path} ({mode})")
+            continue
+        if image is None:
             continue
         with Image.open(image_path) as im:
             width, height = im.size
@@ -102,6 +125,12 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
         for v in np.flatnonzero((counts > 0) & ~valid):
             bad_values.setdefault(int(v), []).append(label_path)
         report.histogram += counts
+    if unreadable:
+        report.problems.append(
+            f"{len(unreadable)} sampled file(s) cannot be decoded (truncated, corrupt or not an image; "
+            "check the download, delete these files and re-run prepare): "
+            f"{_examples(unreadable)}"
+        )
     for mode, paths in colour.items():
         report.problems.append(colour_label_message(name, paths, mode))
     if bad_mode:
@@ -145,7 +174,13 @@ def _check_histogram(name: str, report: VerifyReport) -> None:
 
 
 def verify_report(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> VerifyReport:
-    """Run every check on a prepared dataset and return the full report."""
+    """Run every check on a prepared dataset and return the full report.
+
+    Raises:
+        ValueError: if ``sample`` is below 1.
+    """
+    if sample < 1:
+        raise ValueError(f"sample must be at least 1 (labels to read), got {sample}")
     report = VerifyReport()
     try:
         items = dataset_items(name, root)
@@ -181,12 +216,15 @@ def verify_dataset(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: prints a report; exit status 0 if all is well, else 1."""
+    """Command-line entry point: prints a report; exit status 0 if all is well, 1 on problems, 2 on bad arguments."""
     parser = argparse.ArgumentParser(prog="python -m zegclip.data.verify", description="Check a prepared dataset.")
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--root", type=Path, required=True, help="the prepare --out folder")
     parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help="labels to read")
     args = parser.parse_args(argv)
+    if args.sample < 1:
+        print(f"error: --sample must be at least 1 (the number of labels to read), got {args.sample}", file=sys.stderr)
+        return 2
     setup_cli_logging()
     report = verify_report(args.dataset, args.root, args.sample)
     print(f"{args.dataset} in {args.root}")

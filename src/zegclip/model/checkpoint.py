@@ -26,7 +26,8 @@ def _load_failure(path: str | os.PathLike, err: BaseException) -> str:
         return "permission denied"
     if isinstance(err, EOFError) or os.path.getsize(path) == 0:
         return "the file is empty or cut short"
-    if "central directory" in text or "zip archive" in text:
+    if "central directory" in text or "zip archive" in text or isinstance(err, OSError):
+        # the zip reader fails on a cut file with "failed finding central directory" or a bare OSError
         return "the file is truncated or corrupt (incomplete zip archive); download or copy it again"
     blocked = re.search(r"GLOBAL ([\w.]+)", text)
     if blocked:

@@ -432,6 +432,8 @@ class PromptedVisionEncoder(nn.Module):
             if self._autotune
             else {}
         )
+        # quieting keys that older torch releases lack are left out rather than failing the patch
+        autotune = {k: v for k, v in autotune.items() if hasattr(inductor_config, k)}
         with inductor_config.patch(freezing=True, **autotune):
             return self._compiled(images)
 

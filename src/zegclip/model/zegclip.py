@@ -74,8 +74,12 @@ class ZegCLIP(nn.Module):
         return self.image_encoder.patch_size
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """RGB images B x 3 x H x W with values 0..255 -> normalised float input."""
-        return (images.to(self.pixel_mean) - self.pixel_mean) / self.pixel_std
+        """RGB images B x 3 x H x W with values 0..255 -> normalised float input.
+
+        ``(x - mean) * (1 / std)`` in float32: the arithmetic of the evaluation pipeline
+        (albumentations ``Normalize`` on uint8), so both give bitwise-equal inputs.
+        """
+        return (images.to(self.pixel_mean) - self.pixel_mean) * torch.reciprocal(self.pixel_std)
 
     def encode_text(self, class_names: Sequence[str], templates: str | Sequence[str] = SINGLE_TEMPLATE) -> torch.Tensor:
         """Class embeddings C x D (L2-normalised), cached per vocabulary and templates."""
