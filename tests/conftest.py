@@ -16,10 +16,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from tests.helpers.configs import TINY_KWARGS  # noqa: E402
 from zegclip.model import TINY_CLIP, ZegCLIP, build_zegclip  # noqa: E402
 from zegclip.model.clip_encoder import load_clip  # noqa: E402
-
-TINY_KWARGS = {"num_prompts": 4, "image_size": 64, "decoder_ffn_dim": 64, "quick_gelu": True}
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +54,7 @@ def compose_cfg(tmp_path: Path):
     """Compose ``conf/<name>.yaml`` as the entry points do, with outputs under ``tmp_path``."""
     from hydra import compose, initialize_config_dir
 
-    from zegclip.config import CONFIG_DIR
+    from zegclip.training.config import CONFIG_DIR
 
     def make(name: str = "train", overrides: list[str] = ()) -> DictConfig:
         base = [f"paths.output_dir={tmp_path / 'out'}", f"paths.data_dir={tmp_path / 'data'}"]
@@ -63,15 +62,3 @@ def compose_cfg(tmp_path: Path):
             return compose(config_name=name, overrides=[*base, *overrides])
 
     return make
-
-
-TINY_DEMO = [
-    "experiment=demo",
-    "trainer.enable_progress_bar=false",
-    "data.synthetic.num_train=8",
-    "data.synthetic.num_val=3",
-    "data.synthetic.size=96",
-    "data.batch_size=4",
-    "global_batch_size=4",
-]
-"""Overrides that shrink the demo experiment to seconds."""

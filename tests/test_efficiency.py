@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from zegclip.efficiency import count_flops, count_parameters, efficiency_report, main
-from zegclip.model.zegclip import ZegCLIP, zegclip_tiny
+from zegclip.cli.efficiency import main
+from zegclip.efficiency import count_flops, count_parameters, efficiency_report
+from zegclip.model import ZegCLIP
+from zegclip.model.build import zegclip_tiny
 
 
 @pytest.fixture(scope="module")

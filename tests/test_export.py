@@ -11,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zegclip.export import export_onnx, main
-from zegclip.model.zegclip import ZegCLIP, zegclip_tiny
+from zegclip.cli.export import main
+from zegclip.export import export_onnx
+from zegclip.model import ZegCLIP
+from zegclip.model.build import zegclip_tiny
 
 HEIGHT, WIDTH = 64, 96  # not the model's 128 x 128 training size: the positional embedding is resized
 

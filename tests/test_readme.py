@@ -14,7 +14,7 @@ def test_readme_python_example_runs():
     real = 'zegclip.build_zegclip("ViT-B-16", pretrained="openai", num_prompts=10)'
     assert real in block
     namespace: dict = {}
-    exec(block.replace(real, "zegclip.model.zegclip.zegclip_tiny()"), namespace)
+    exec(block.replace(real, "zegclip.model.build.zegclip_tiny()"), namespace)
     assert namespace["out"].logits.shape == (1, 5, 32, 42)
     assert namespace["scores"].shape == (1, 5, 512, 683)
     assert namespace["labels"].shape == (1, 512, 683)

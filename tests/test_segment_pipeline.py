@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import default_collate
 
 from zegclip.data.transforms import ShortSideResize, eval_transform
-from zegclip.model.zegclip import ZegCLIP, zegclip_tiny
+from zegclip.model import ZegCLIP
+from zegclip.model.build import zegclip_tiny
 from zegclip.segmentation import encode_vocabulary, parse_vocabulary, resize_short_side, segment
 
 SHORT, CROP, STRIDE = 64, 64, 48

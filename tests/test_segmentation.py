@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from zegclip.data.classes import VOC_CLASSES
-from zegclip.model.zegclip import ZegCLIP, zegclip_tiny
+from zegclip.model import ZegCLIP
+from zegclip.model.build import zegclip_tiny
 from zegclip.segmentation import (
     MAX_ASPECT_RATIO,
     MIN_SIDE,

@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TINY_DEMO
-from zegclip.config import run_cli
-from zegclip.eval import evaluate
+from tests.helpers.configs import TINY_DEMO
+from zegclip.cli.predict import main as predict_main
 from zegclip.model import CheckpointError, load_model, load_official_checkpoint
-from zegclip.predict import main as predict_main
-from zegclip.train import train
+from zegclip.training.config import run_cli
+from zegclip.training.eval import evaluate
+from zegclip.training.train import train
 
 
 class _Payload:

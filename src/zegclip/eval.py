@@ -1,40 +1,11 @@
-"""Evaluate a checkpoint: ``python -m zegclip.eval experiment=voc_inductive checkpoint=PATH``.
+"""``python -m zegclip.eval experiment=voc_inductive checkpoint=PATH`` (also ``zegclip eval``).
 
-PATH may be a zegclip training ``.ckpt``, a file written by ``ZegCLIP.save`` or a
-checkpoint released by the ZegCLIP authors (``.pth``).
+The code lives in :mod:`zegclip.training.eval`; this module keeps the command users run.
 """
 
-from __future__ import annotations
+from zegclip.training.eval import evaluate, main
 
-import hydra
-import lightning as L
-from omegaconf import DictConfig
-
-from zegclip.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
-from zegclip.model import load_model
-
-
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Metrics of ``cfg.checkpoint`` on ``cfg.split`` of the configured dataset."""
-    validate_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    save_resolved(cfg, cfg.paths.output_dir)
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    datamodule.check_root()
-    network = load_model(cfg.checkpoint)
-    # the module is configured by this config (dataset, setting, inference); the network
-    # architecture and weights come from the checkpoint, built once
-    module = hydra.utils.instantiate(cfg.module, model=network.config, network=network, init_from=None, _convert_="all")
-    trainer = build_trainer(cfg)
-    run = trainer.validate if cfg.split == "val" else trainer.test
-    run(module, datamodule=datamodule)
-    return write_metrics(trainer, cfg.paths.output_dir)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    run_cli(evaluate, cfg)
-
+__all__ = ["evaluate", "main"]
 
 if __name__ == "__main__":
     main()

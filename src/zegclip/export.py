@@ -12,18 +12,15 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from zegclip.model import CheckpointError, CLIPLoadError, ZegCLIP, load_model
-from zegclip.model.zegclip import zegclip_tiny
+from zegclip.model import ZegCLIP
 
 INPUT_NAMES = ("images", "class_embeddings")
 OUTPUT_NAMES = ("mask_logits",)
@@ -105,36 +102,7 @@ def export_onnx(
     return path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line options."""
-    parser = argparse.ArgumentParser(prog="python -m zegclip.export", description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="ZegCLIP.save file, training .ckpt, or the authors' .pth")
-    source.add_argument("--tiny", action="store_true", help="the tiny random model (tests, demos)")
-    parser.add_argument("--format", default="onnx", choices=["onnx"])
-    parser.add_argument("--output", "-o", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--width", type=int, default=512)
-    return parser
+if __name__ == "__main__":  # python -m zegclip.export; the options are in zegclip.cli.export
+    from zegclip.cli.export import main  # noqa: TID251 (only when run as a script)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m zegclip.export``."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.tiny:
-            torch.manual_seed(0)
-            model = zegclip_tiny()
-        else:
-            model = load_model(args.checkpoint, map_location="cpu")
-        path = export_onnx(model, args.output, height=args.height, width=args.width, opset=args.opset)
-    except (CheckpointError, CLIPLoadError, KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} (inputs: images B x 3 x {args.height} x {args.width}, class_embeddings C x D)")
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

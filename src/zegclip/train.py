@@ -1,56 +1,11 @@
-"""Train ZegCLIP: ``python -m zegclip.train experiment=voc_inductive [key=value ...]``.
+"""``python -m zegclip.train experiment=voc_inductive [key=value ...]`` (also ``zegclip train``).
 
-Multirun: ``python -m zegclip.train -m experiment=voc_inductive model.num_prompts=5,10,20``.
+The code lives in :mod:`zegclip.training.train`; this module keeps the command users run.
 """
 
-from __future__ import annotations
+from zegclip.training.train import main, train
 
-import hydra
-import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
-
-from zegclip.callbacks import interrupted
-from zegclip.config import (
-    CONFIG_DIR,
-    build_trainer,
-    resolve_ckpt_path,
-    run_cli,
-    save_resolved,
-    validate_config,
-    write_metrics,
-)
-from zegclip.model.checkpoint import torch_load
-
-
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and optionally test) as the config says; returns the last logged metrics."""
-    validate_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    save_resolved(cfg, cfg.paths.output_dir)
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    datamodule.check_root()
-    module = hydra.utils.instantiate(cfg.module, _convert_="all")
-    trainer = build_trainer(cfg)
-    ckpt_path = resolve_ckpt_path(cfg, trainer)
-    # every checkpoint is read weights_only: tensors and plain containers, never code
-    if cfg.train:
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except SIGTERMException as stop:  # Lightning's stop, asked for by CheckpointOnInterrupt
-            raise interrupted(trainer) from stop
-    if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if best:  # restored from a resumed file: checked like any checkpoint a user names
-            torch_load(best, mmap=True)
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-    return write_metrics(trainer, cfg.paths.output_dir)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
-    run_cli(train, cfg)
-
+__all__ = ["main", "train"]
 
 if __name__ == "__main__":
     main()

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from zegclip.cli.synthetic import main
 from zegclip.data.classes import DATASETS, SYNTHETIC_CLASSES
 from zegclip.data.datasets import VOCSeg, build_dataset
-from zegclip.data.synthetic import main, write_synthetic_voc
+from zegclip.data.synthetic import write_synthetic_voc
 
 BASE = Path("VOCdevkit/VOC2012")
 

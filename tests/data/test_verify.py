@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zegclip.cli.verify import main
 from zegclip.data import verify
 from zegclip.data.prepare import write_label_png
-from zegclip.data.verify import main, verify_dataset, verify_report
+from zegclip.data.verify import verify_dataset, verify_report
 
 VOC = Path("VOCdevkit/VOC2012")
 CTX = Path("VOCdevkit/VOC2010")

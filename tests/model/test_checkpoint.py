@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.official import authors_layout
 from zegclip import build_zegclip, load_model, load_official_checkpoint
 from zegclip.model import CheckpointError
-from zegclip.model.checkpoint import NOT_IN_OFFICIAL, convert_official_state_dict, official_config
+from zegclip.model.official import NOT_IN_OFFICIAL, convert_official_state_dict, official_config
 
 KEYS_FILE = Path(__file__).parents[1] / "fixtures" / "official_voc_keys.txt"
 
@@ -49,45 +50,10 @@ def _is_kept(key: str) -> bool:
     return True
 
 
-def _authors_layout(model) -> dict[str, torch.Tensor]:
-    """Write a tiny model's weights under the released key names (hand-written inverse map)."""
-    out = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("image_encoder.visual."):
-            out["backbone." + key[len("image_encoder.visual.") :]] = value
-        elif key.startswith("image_encoder.prompts."):
-            out["backbone." + key[len("image_encoder.prompts.") :]] = value
-        elif key.startswith("image_encoder.prompt_norm."):
-            out["backbone." + key[len("image_encoder.") :]] = value
-        elif key.startswith("text_encoder.clip.") and "logit_scale" not in key:
-            out["text_encoder." + key[len("text_encoder.clip.") :]] = value
-        elif key.startswith("relationship.proj."):
-            out["decode_head.q_proj." + key.split(".")[-1]] = value
-    names = {"cross_attn.scores.q": "multihead_attn.q", "cross_attn.scores.k": "multihead_attn.k"}
-    names |= {"cross_attn.v": "multihead_attn.v", "cross_attn.proj": "multihead_attn.proj"}
-    names |= {"ffn.0": "linear1", "ffn.3": "linear2", "norm1": "norm2", "norm2": "norm3"}
-    dim = model.decoder.last.q.weight.shape[0]
-    for i, layer in enumerate(model.decoder.layers):
-        for ours, theirs in names.items():
-            for kind in ("weight", "bias"):
-                out[f"decode_head.decoder_1.layers.{i}.{theirs}.{kind}"] = layer.get_submodule(ours).get_parameter(kind)
-    last = len(model.decoder.layers)
-    for kind in ("weight", "bias"):
-        out[f"decode_head.decoder_1.layers.{last}.multihead_attn.q.{kind}"] = model.decoder.last.q.get_parameter(kind)
-        out[f"decode_head.decoder_1.layers.{last}.multihead_attn.k.{kind}"] = model.decoder.last.k.get_parameter(kind)
-        for unused in ("multihead_attn.v", "multihead_attn.proj", "norm2", "norm3"):
-            out[f"decode_head.decoder_1.layers.{last}.{unused}.{kind}"] = torch.randn(dim)
-    for i in range(last + 1):
-        out[f"decode_head.decoder_1.layers.{i}.self_attn.in_proj_weight"] = torch.randn(3 * dim, dim)
-        out[f"decode_head.decoder_1.layers.{i}.norm1.weight"] = torch.randn(dim)
-    out["decode_head.loss_decode.criterion.empty_weight"] = torch.ones(16)
-    return {k: v.detach().clone() for k, v in out.items()}
-
-
 def test_load_authors_checkpoint_matches_source_model(make_tiny_model, tmp_path):
     source = make_tiny_model(seed=5, decoder_heads=8)
     path = tmp_path / "ZegCLIP_tiny.pth"
-    torch.save({"meta": {"CLASSES": ["a", "b"]}, "state_dict": _authors_layout(source)}, path)
+    torch.save({"meta": {"CLASSES": ["a", "b"]}, "state_dict": authors_layout(source)}, path)
     model = load_official_checkpoint(path).eval()
     assert model.metadata["num_train_classes"] == 15
     assert model.config["clip_config"]["quick_gelu"] is True
@@ -106,7 +72,7 @@ def test_load_authors_checkpoint_matches_source_model(make_tiny_model, tmp_path)
 
 
 def test_unknown_and_missing_keys_are_named(make_tiny_model, tmp_path):
-    state = _authors_layout(make_tiny_model())
+    state = authors_layout(make_tiny_model())
     extra = dict(state, **{"decode_head.new_thing.weight": torch.zeros(1)})
     torch.save({"state_dict": extra}, tmp_path / "extra.pth")
     with pytest.raises(CheckpointError, match="decode_head.new_thing.weight"):
@@ -161,7 +127,7 @@ def test_config_that_does_not_fit_the_weights_names_the_tensor(tiny_model, tmp_p
 
 def test_overrides_apply_to_the_authors_checkpoints_too(make_tiny_model, tmp_path):
     path = tmp_path / "ZegCLIP_tiny.pth"
-    torch.save({"state_dict": _authors_layout(make_tiny_model())}, path)
+    torch.save({"state_dict": authors_layout(make_tiny_model())}, path)
     assert load_model(path, prompt_dropout=0.0).image_encoder.prompts.prompt_dropout.p == 0.0
     assert load_model(path).image_encoder.prompts.prompt_dropout.p == 0.1
     with pytest.raises(CheckpointError, match="decoder"):

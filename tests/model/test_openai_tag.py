@@ -28,7 +28,7 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 BUILD = f"""
 import json, sys, torch
-from zegclip.config import compose_config
+from zegclip.training.config import compose_config
 import hydra
 cfg = compose_config("train", ["experiment=voc_inductive", "paths.output_dir=" + sys.argv[1]])
 module = hydra.utils.instantiate(cfg.module, _convert_="all")  # what python -m zegclip.train builds
@@ -52,7 +52,7 @@ for name in ("full.pt", "train.ckpt"):
 
 INIT_FROM = """
 import sys, torch
-from zegclip.lit_module import ZegCLIPModule
+from zegclip.training.module import ZegCLIPModule
 config = {"clip_model": "ViT-B-16", "pretrained": sys.argv[2], "quick_gelu": True, "num_prompts": 10}
 module = ZegCLIPModule(model=config, init_from=sys.argv[1] + "/train.ckpt")
 source = torch.load(sys.argv[1] + "/full.pt", weights_only=True)["state_dict"]
@@ -142,6 +142,6 @@ def test_predict_reads_a_full_checkpoint_offline(default_model_run, tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(image)
     args = ["--checkpoint", str(default_model_run / "full.pt"), "--classes", "; ".join(NAMES)]
     args += ["--short-side", "64", "--mode", "whole", "-o", str(tmp_path / "out")]
-    script = "import sys; from zegclip.predict import main; sys.exit(main(sys.argv[1:]))"
+    script = "import sys; from zegclip.cli.predict import main; sys.exit(main(sys.argv[1:]))"
     _run(script, str(image), *args, hf_home=empty_home)
     assert len(list((tmp_path / "out").rglob("*.png"))) >= 1

@@ -1,4 +1,5 @@
-"""Datasets, augmentation pipelines and the Lightning DataModule.
+"""Datasets, class lists, on-disk layouts, augmentation pipelines and preparation (no Lightning;
+the DataModule is `zegclip.training.datamodule.SegDataModule`).
 
 Submodules load lazily: ``zegclip.data.classes`` (names and splits) needs neither
 albumentations nor Lightning, so inference code can use it cheaply.
@@ -23,7 +24,6 @@ _EXPORTS = {
     "write_synthetic_voc": "synthetic",
     "eval_transform": "transforms",
     "train_transform": "transforms",
-    "SegDataModule": "datamodule",
 }
 
 __all__ = sorted(_EXPORTS)

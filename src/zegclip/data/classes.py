@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
     "bicycle",
@@ -402,16 +400,3 @@ SYNTHETIC_UNSEEN: tuple[int, ...] = (4, 5)
 DATASETS["context60"] = DatasetInfo("context60", ("background", *CONTEXT_CLASSES), (), reduce_zero_label=False)
 """Context with background as class 0: only for cross-dataset evaluation (SPEC sec. 9)."""
 DATASETS["synthetic"] = DatasetInfo("synthetic", SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN, reduce_zero_label=True)
-
-
-def voc_colours(count: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map (bit-interleaved index bits), ``count`` x 3 uint8; 0 is black."""
-    colours = np.zeros((count, 3), dtype=np.uint8)
-    for index in range(count):
-        code, rgb = index, [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((code >> channel) & 1) << (7 - bit)
-            code >>= 3
-        colours[index] = rgb
-    return colours

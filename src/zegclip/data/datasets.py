@@ -24,7 +24,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
+from zegclip.data import layouts
 from zegclip.data.classes import DATASETS, DatasetInfo, get_dataset_info
+from zegclip.errors import ZegCLIPError
 
 __all__ = [
     "COCOStuffSeg",
@@ -43,7 +45,7 @@ __all__ = [
 Transform = Callable[..., dict[str, Any]]
 
 
-class DatasetError(ValueError):
+class DatasetError(ZegCLIPError, ValueError):
     """A prepared dataset is missing files or holds files of the wrong kind."""
 
 
@@ -79,18 +81,10 @@ def read_label(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read label PNG ({err})") from err
 
 
-def _list_stems(folder: Path, suffix: str) -> set[str]:
-    """Names in ``folder`` ending in ``suffix``, with the suffix removed (one listing)."""
-    if not folder.is_dir():
-        return set()
-    n = len(suffix)
-    return {e.name[:-n] for e in os.scandir(folder) if e.name.endswith(suffix)}
-
-
 def _read_id_list(path: Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found (expected one image id per line)")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return layouts.read_ids(path)
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -98,14 +92,45 @@ def _require_dir(path: Path, what: str) -> None:
         raise DatasetError(f"{path}: folder not found (expected {what})")
 
 
-def _check_present(ids: list[str], folder: Path, suffix: str, what: str) -> None:
-    """Raise naming the first id of ``ids`` without ``folder/<id><suffix>``."""
-    present = _list_stems(folder, suffix)
-    missing = [i for i in ids if i not in present]
-    if missing:
-        raise DatasetError(
-            f"{folder / (missing[0] + suffix)}: {what} not found ({len(missing)} of {len(ids)} missing in {folder})"
-        )
+def _check_present(paths: list[Path], what: str) -> None:
+    """Raise naming the first of ``paths`` that does not exist (one listing per folder)."""
+    by_folder: dict[Path, list[Path]] = {}
+    for path in paths:
+        by_folder.setdefault(path.parent, []).append(path)
+    for folder, group in by_folder.items():
+        present = {e.name for e in os.scandir(folder)} if folder.is_dir() else set()
+        missing = [p for p in group if p.name not in present]
+        if missing:
+            raise DatasetError(f"{missing[0]}: {what} not found ({len(missing)} of {len(group)} missing in {folder})")
+
+
+def _layout_samples(name: str, root: str | Path, split: str) -> list[layouts.Row]:
+    """``(id, image path, label path)`` of ``split`` of dataset ``name``, every file checked to exist.
+
+    The ids come from the split lists of :func:`zegclip.data.layouts.reader_lists`, or,
+    without lists (COCO-Stuff), from the image folder.
+    """
+    lay = layouts.layout(name)
+    _require_dir(layouts.dataset_dir(name, root), f"{lay.folder} under the dataset root")
+    if lay.split_dir is None:
+        split = layouts.canonical_split(name, split)
+        image_dir, label_dir = layouts.image_dir(name, root, split), layouts.label_dir(name, root, split)
+        _require_dir(image_dir, f"the {split} images, <id>{lay.image_suffix}")
+        _require_dir(label_dir, f"the {split} labels, <id>{lay.label_suffix}")
+        rows = layouts.split_items(name, root, split)
+        if not rows:
+            raise DatasetError(f"{image_dir}: no {lay.image_suffix} images found")
+        _check_present([label for _i, _image, label in rows], "label")
+        return rows
+    samples: list[layouts.Row] = []
+    for part in layouts.reader_lists(name, split):
+        ids = _read_id_list(layouts.split_file(name, root, part))
+        lists = {p: _read_id_list(layouts.split_file(name, root, p)) for p in lay.merged_lists.get(part, ())}
+        rows = layouts.split_items(name, root, part, ids, lists)
+        _check_present([image for _i, image, _label in rows], "image")
+        _check_present([label for _i, _image, label in rows], "label")
+        samples += rows
+    return samples
 
 
 class SegDataset(Dataset):
@@ -174,7 +199,9 @@ class VOCSeg(SegDataset):
         root: folder holding ``VOCdevkit/``.
         split: ``"train"`` (train.txt with SegmentationClass + aug.txt with
             SegmentationClassAug: 10,582 images on the full data) or ``"val"``; any other
-            name reads ``ImageSets/Segmentation/<split>.txt`` with SegmentationClass.
+            name reads ``ImageSets/Segmentation/<split>.txt`` with SegmentationClass
+            (``trainaug``: each id's label where train or aug puts it; see
+            :mod:`zegclip.data.layouts`).
         transform: optional albumentations-style callable.
         info: class list; defaults to VOC (the synthetic dataset passes its own).
     """
@@ -186,18 +213,7 @@ class VOCSeg(SegDataset):
         transform: Transform | None = None,
         info: DatasetInfo | None = None,
     ) -> None:
-        base = Path(root) / "VOCdevkit" / "VOC2012"
-        _require_dir(base, "VOCdevkit/VOC2012 under the dataset root")
-        lists = base / "ImageSets" / "Segmentation"
-        parts = [(split, "SegmentationClass")]
-        if split == "train":
-            parts.append(("aug", "SegmentationClassAug"))
-        samples: list[tuple[str, Path, Path]] = []
-        for list_name, label_dir in parts:
-            ids = _read_id_list(lists / f"{list_name}.txt")
-            _check_present(ids, base / "JPEGImages", ".jpg", "image")
-            _check_present(ids, base / label_dir, ".png", "label")
-            samples += [(i, base / "JPEGImages" / f"{i}.jpg", base / label_dir / f"{i}.png") for i in ids]
+        samples = _layout_samples("voc", root, split)
         super().__init__(samples, info or DATASETS["voc"], transform)
 
 
@@ -210,20 +226,10 @@ class COCOStuffSeg(SegDataset):
         transform: optional albumentations-style callable.
     """
 
-    SPLIT_ALIASES = {"train": "train2017", "val": "val2017"}
+    SPLIT_ALIASES = layouts.layout("coco_stuff").split_aliases
 
     def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
-        split = self.SPLIT_ALIASES.get(split, split)
-        base = Path(root) / "coco_stuff164k"
-        _require_dir(base, "coco_stuff164k under the dataset root")
-        image_dir, label_dir = base / "images" / split, base / "annotations" / split
-        _require_dir(image_dir, f"the {split} images, <id>.jpg")
-        _require_dir(label_dir, f"the {split} labels, <id>_labelTrainIds.png")
-        ids = sorted(_list_stems(image_dir, ".jpg"))
-        if not ids:
-            raise DatasetError(f"{image_dir}: no .jpg images found")
-        _check_present(ids, label_dir, "_labelTrainIds.png", "label")
-        samples = [(i, image_dir / f"{i}.jpg", label_dir / f"{i}_labelTrainIds.png") for i in ids]
+        samples = _layout_samples("coco_stuff", root, split)
         super().__init__(samples, DATASETS["coco_stuff"], transform)
 
 
@@ -240,13 +246,7 @@ class ContextSeg(SegDataset):
     def __init__(
         self, root: str | Path, split: str, transform: Transform | None = None, info: DatasetInfo | None = None
     ) -> None:
-        base = Path(root) / "VOCdevkit" / "VOC2010"
-        _require_dir(base, "VOCdevkit/VOC2010 under the dataset root")
-        ids = _read_id_list(base / "ImageSets" / "SegmentationContext" / f"{split}.txt")
-        label_dir = base / "SegmentationClassContext"
-        _check_present(ids, base / "JPEGImages", ".jpg", "image")
-        _check_present(ids, label_dir, ".png", "label")
-        samples = [(i, base / "JPEGImages" / f"{i}.jpg", label_dir / f"{i}.png") for i in ids]
+        samples = _layout_samples("context", root, split)
         super().__init__(samples, info or DATASETS["context"], transform)
 
 

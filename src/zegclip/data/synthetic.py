@@ -6,11 +6,12 @@ cells on a noisy grey background, so a tiny ViT with patch 16 learns them in a f
 hundred steps. Raw labels follow VOC: 0 background, k + 1 class k, 255 void borders.
 
     python -m zegclip.data.synthetic --out data/synthetic --size 160
+
+(the command line is :mod:`zegclip.cli.synthetic`; the layout :mod:`zegclip.data.layouts`)
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
@@ -18,9 +19,12 @@ import numpy as np
 from PIL import Image
 
 from zegclip.constants import IGNORE_INDEX
-from zegclip.data.classes import SYNTHETIC_CLASSES, voc_colours
+from zegclip.data import layouts
+from zegclip.data.classes import SYNTHETIC_CLASSES
+from zegclip.errors import ZegCLIPError
+from zegclip.visualize import voc_colours
 
-__all__ = ["CLASS_COLOURS", "make_sample", "voc_palette", "write_synthetic_voc"]
+__all__ = ["CLASS_COLOURS", "SyntheticError", "make_sample", "voc_palette", "write_synthetic_voc"]
 
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (220, 40, 40),  # red stripes
@@ -32,6 +36,11 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
 )
 _TEXTURES = ("stripes", "checker", "dots", "grid", "stripes", "checker")
 _CELL = 16
+_NAME = "synthetic"  # its layout in zegclip.data.layouts: that of VOC 2012
+
+
+class SyntheticError(ZegCLIPError, ValueError):
+    """Settings the generator cannot honour (an image side below 48 px)."""
 
 
 def voc_palette() -> list[int]:
@@ -105,13 +114,12 @@ def write_synthetic_voc(
     """
     height, width = (size, size) if isinstance(size, int) else size
     if min(height, width) < 48:
-        raise ValueError(f"size must be at least 48 px, got {height}x{width}")
+        raise SyntheticError(f"size must be at least 48 px, got {height}x{width}")
     root = Path(root)
-    base = root / "VOCdevkit" / "VOC2012"
-    dirs = {name: base / name for name in ("JPEGImages", "SegmentationClass", "SegmentationClassAug")}
-    lists = base / "ImageSets" / "Segmentation"
-    for folder in (*dirs.values(), lists):
-        folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "aug", "val"):
+        layouts.image_dir(_NAME, root, split).mkdir(parents=True, exist_ok=True)
+        layouts.label_dir(_NAME, root, split).mkdir(parents=True, exist_ok=True)
+    layouts.split_dir(_NAME, root).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     palette = voc_palette()
     num_voc_train = max(1, num_train // 3) if num_train else 0
@@ -123,33 +131,20 @@ def write_synthetic_voc(
     for split, ids in splits.items():
         for sample_id in ids:
             image, label = make_sample(rng, height, width, border)
-            Image.fromarray(image).save(dirs["JPEGImages"] / f"{sample_id}.jpg", quality=95)
-            if split == "aug":
-                Image.fromarray(label).save(dirs["SegmentationClassAug"] / f"{sample_id}.png")
-            else:
-                png = Image.fromarray(label)  # mode L; putpalette turns it into P, same indices
-                png.putpalette(palette)
-                png.save(dirs["SegmentationClass"] / f"{sample_id}.png")
-        (lists / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+            Image.fromarray(image).save(layouts.image_path(_NAME, root, sample_id, split), quality=95)
+            png = Image.fromarray(label)  # mode L
+            if split != "aug":  # aug labels stay grayscale, as SBD's
+                png.putpalette(palette)  # turns it into P, same indices
+            png.save(layouts.label_path(_NAME, root, sample_id, split))
+        layouts.split_file(_NAME, root, split).write_text("".join(f"{i}\n" for i in ids))
     trainaug = splits["train"] + splits["aug"]
-    (lists / "trainaug.txt").write_text("".join(f"{i}\n" for i in trainaug))
+    layouts.split_file(_NAME, root, "trainaug").write_text("".join(f"{i}\n" for i in trainaug))
     return root
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI: write the synthetic dataset to ``--out``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="output folder (dataset root)")
-    parser.add_argument("--num-train", type=int, default=48)
-    parser.add_argument("--num-val", type=int, default=12)
-    parser.add_argument("--size", type=int, nargs="+", default=[160], help="side or H W")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--border", type=int, default=2)
-    args = parser.parse_args(argv)
-    size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
-    root = write_synthetic_voc(args.out, args.num_train, args.num_val, size, args.seed, args.border)
-    print(f"wrote synthetic VOC-layout dataset to {root}")
-
-
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from zegclip.cli.synthetic import main  # noqa: TID251 (only when run as a command)
+
+    sys.exit(main())

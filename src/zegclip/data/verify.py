@@ -9,15 +9,14 @@ image and a label; on a sample of labels (fixed seed): single-channel index maps
 (not colour PNGs), values in the dataset's range, label size equal to image size,
 and a class histogram that looks like a segmentation dataset's. A sampled image or
 label that cannot be decoded (truncated, not an image) is a problem naming the file.
-Exit status: 0 all well, 1 problems found, 2 wrong arguments.
+Exit status: 0 all well, 1 problems found, 2 wrong arguments. The command line is
+:mod:`zegclip.cli.verify`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ from PIL import Image
 
 from zegclip.constants import IGNORE_INDEX
 from zegclip.data.classes import DATASETS
-from zegclip.data.prepare import PrepareError, dataset_items, setup_cli_logging, valid_label_values
+from zegclip.data.prepare import PrepareError, dataset_items, valid_label_values
+from zegclip.errors import ZegCLIPError
 
 logger = logging.getLogger("zegclip.data.verify")  # fixed: __name__ is "__main__" under python -m
 
@@ -37,6 +37,10 @@ MIN_CLASSES = {"voc": 5, "context": 10, "coco_stuff": 20}
 MIN_LABELS_FOR_HISTOGRAM = 50
 """Below this many sampled labels the histogram checks only warn."""
 _EXAMPLES = 3
+
+
+class VerifyError(ZegCLIPError, ValueError):
+    """A wrong argument to the checks (not a problem found in the data: those are reported)."""
 
 
 @dataclass
@@ -177,10 +181,10 @@ def verify_report(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> 
     """Run every check on a prepared dataset and return the full report.
 
     Raises:
-        ValueError: if ``sample`` is below 1.
+        VerifyError: if ``sample`` is below 1.
     """
     if sample < 1:
-        raise ValueError(f"sample must be at least 1 (labels to read), got {sample}")
+        raise VerifyError(f"sample must be at least 1 (labels to read), got {sample}")
     report = VerifyReport()
     try:
         items = dataset_items(name, root)
@@ -215,36 +219,9 @@ def verify_dataset(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) ->
     return report.problems
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: prints a report; exit status 0 if all is well, 1 on problems, 2 on bad arguments."""
-    parser = argparse.ArgumentParser(prog="python -m zegclip.data.verify", description="Check a prepared dataset.")
-    parser.add_argument("dataset", choices=sorted(DATASETS))
-    parser.add_argument("--root", type=Path, required=True, help="the prepare --out folder")
-    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help="labels to read")
-    args = parser.parse_args(argv)
-    if args.sample < 1:
-        print(f"error: --sample must be at least 1 (the number of labels to read), got {args.sample}", file=sys.stderr)
-        return 2
-    setup_cli_logging()
-    report = verify_report(args.dataset, args.root, args.sample)
-    print(f"{args.dataset} in {args.root}")
-    for split, n in report.split_sizes.items():
-        print(f"  {split}: {n} ids")
-    hist = report.histogram
-    if hist.sum():
-        top = np.argsort(hist)[::-1][:10]
-        share = ", ".join(f"{v}: {hist[v] / hist.sum():.1%}" for v in top if hist[v])
-        print(f"  {report.sampled} labels sampled; most frequent values: {share}")
-    for msg in report.warnings:
-        print(f"warning: {msg}")
-    if report.problems:
-        print(f"{len(report.problems)} problem(s):")
-        for msg in report.problems:
-            print(f"  - {msg}")
-        return 1
-    print("OK")
-    return 0
-
-
 if __name__ == "__main__":
+    import sys
+
+    from zegclip.cli.verify import main  # noqa: TID251 (only when run as a command)
+
     sys.exit(main())

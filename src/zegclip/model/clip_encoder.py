@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
+from zegclip.errors import ZegCLIPError
 from zegclip.model.attention import CPU_BACKWARDS, attention
 from zegclip.model.prompts import DeepPrompts
 
@@ -29,7 +30,7 @@ TINY_CLIP = "zegclip-tiny"
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
-class CLIPLoadError(RuntimeError):
+class CLIPLoadError(ZegCLIPError, RuntimeError):
     """CLIP weights could not be found or loaded; the message says what to do."""
 
 

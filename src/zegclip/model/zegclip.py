@@ -1,19 +1,20 @@
-"""The ZegCLIP model: frozen CLIP towers, deep prompts, relationship descriptor, mask decoder."""
+"""The ZegCLIP model: frozen CLIP towers, deep prompts, relationship descriptor, mask decoder.
+
+The class alone; :mod:`zegclip.model.build` builds it, and reads checkpoints.
+"""
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from torch import nn
 
-from zegclip.model.clip_encoder import TINY_CLIP, PromptedVisionEncoder, load_clip, uses_quick_gelu
+from zegclip.model.clip_encoder import PromptedVisionEncoder
 from zegclip.model.decoder import AttentionMaskDecoder, RelationshipDescriptor
 from zegclip.model.inference import calibrate, logits_to_scores, slide_inference
 from zegclip.model.loss import upsample
@@ -46,8 +47,8 @@ class ZegCLIPOutput:
 class ZegCLIP(nn.Module):
     """Zero-shot segmentation with a frozen CLIP (Zhou et al., CVPR 2023).
 
-    Built by :func:`build_zegclip`; ``config`` holds the keyword arguments that rebuild
-    it, so checkpoints describe themselves.
+    Built by :func:`zegclip.model.build.build_zegclip`; ``config`` holds the keyword
+    arguments that rebuild it, so checkpoints describe themselves.
     """
 
     def __init__(
@@ -140,7 +141,7 @@ class ZegCLIP(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k in trainable}
 
     def save(self, path: str | os.PathLike, *, trainable_only: bool = False) -> None:
-        """Write a checkpoint that :meth:`from_checkpoint` reads with ``torch.load`` alone.
+        """Write a checkpoint that ``zegclip.load_model`` reads with ``torch.load`` alone.
 
         A full checkpoint needs nothing else (no network, no CLIP cache: its ``pretrained``
         entry only records where CLIP came from); a trainable-only one rebuilds CLIP from
@@ -156,15 +157,6 @@ class ZegCLIP(nn.Module):
         }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, path)
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu", **overrides: Any
-    ) -> ZegCLIP:
-        """Rebuild from :meth:`save` output, a training ``.ckpt`` or an authors' ``.pth``."""
-        from zegclip.model.checkpoint import load_model
-
-        return load_model(path, map_location=map_location, **overrides)
 
     def load_weights(
         self, state: dict[str, torch.Tensor], *, trainable_only: bool = False, source: str = "state"
@@ -193,123 +185,3 @@ class ZegCLIP(nn.Module):
         self.text_encoder.eval()
         self.image_encoder.train(mode)  # keeps the CLIP ViT itself in eval
         return self
-
-
-def _warn_quick_gelu(clip_model: str, pretrained: str | None, quick_gelu: bool | None) -> None:
-    if (
-        quick_gelu is None
-        and pretrained
-        and pretrained != "openai"
-        and os.path.isfile(pretrained)
-        and "quickgelu" not in clip_model.lower()
-    ):
-        warnings.warn(
-            f"loading CLIP weights from {pretrained} with GELU; OpenAI CLIP weights need "
-            "QuickGELU (pass quick_gelu=True), or accuracy drops silently. Pass quick_gelu=False "
-            "to silence this for LAION-style weights.",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-def build_zegclip(
-    clip_model: str = "ViT-B-16",
-    pretrained: str | None = "openai",
-    num_prompts: int = 10,
-    *,
-    image_size: int = 512,
-    decoder_layers: int = 3,
-    decoder_heads: int = 8,
-    decoder_ffn_dim: int = 2048,
-    dropout: float = 0.1,
-    prompt_dropout: float = 0.1,
-    quick_gelu: bool | None = None,
-    clip_config: dict[str, Any] | None = None,
-    cache_dir: str | None = None,
-) -> ZegCLIP:
-    """Build ZegCLIP around an open_clip ViT.
-
-    Args:
-        clip_model: open_clip architecture name, e.g. ``"ViT-B-16"``, or ``"zegclip-tiny"``.
-        pretrained: open_clip tag (``"openai"``, a LAION tag), a local weights file, or None
-            for random weights.
-        num_prompts: deep prompt tokens per layer (10 for VOC/Context, 100 for COCO-Stuff).
-        image_size: training crop; the positional embedding is resized to its grid once.
-        decoder_layers, decoder_heads, decoder_ffn_dim, dropout: the mask decoder (3, 8, 2048, 0.1).
-        prompt_dropout: dropout on inserted prompts (0.1).
-        quick_gelu: force QuickGELU (True) or GELU (False); None takes the tag's own
-            activation (QuickGELU for ``openai``). Needed as True for OpenAI weights given as
-            a file. ``config["quick_gelu"]`` records the activation actually built.
-        clip_config: explicit open_clip config instead of ``clip_model`` (random weights).
-        cache_dir: download cache for tagged weights.
-    """
-    _warn_quick_gelu(clip_model, pretrained, quick_gelu)
-    config = {
-        "clip_model": clip_model,
-        "pretrained": pretrained,
-        "num_prompts": num_prompts,
-        "image_size": image_size,
-        "decoder_layers": decoder_layers,
-        "decoder_heads": decoder_heads,
-        "decoder_ffn_dim": decoder_ffn_dim,
-        "dropout": dropout,
-        "prompt_dropout": prompt_dropout,
-        "quick_gelu": quick_gelu,
-        "clip_config": clip_config,
-    }
-    clip = load_clip(clip_model, pretrained, quick_gelu=quick_gelu, clip_config=clip_config, cache_dir=cache_dir)
-    config["quick_gelu"] = uses_quick_gelu(clip)  # rebuilt the same from a checkpoint, whatever the tag
-    if clip_config is not None:
-        context = clip_config["text_cfg"].get("context_length", 77)
-        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
-    else:
-        tokenizer = open_clip.get_tokenizer(clip_model)
-    visual, clip.visual = clip.visual, None  # the text tower keeps the rest of CLIP
-    dim = visual.output_dim
-    return ZegCLIP(
-        image_encoder=PromptedVisionEncoder(
-            visual=visual,
-            num_prompts=num_prompts,
-            image_size=image_size,
-            prompt_dropout=prompt_dropout,
-        ),
-        text_encoder=TextEncoder(clip=clip, tokenizer=tokenizer),
-        relationship=RelationshipDescriptor(dim=dim),
-        decoder=AttentionMaskDecoder(
-            dim=dim,
-            num_layers=decoder_layers,
-            num_heads=decoder_heads,
-            ffn_dim=decoder_ffn_dim,
-            dropout=dropout,
-        ),
-        config=config,
-    )
-
-
-def zegclip_vitb16_voc(**kwargs: Any) -> ZegCLIP:
-    """The paper's VOC / Context model: ViT-B/16 (OpenAI), 10 prompt tokens."""
-    return build_zegclip(**{"clip_model": "ViT-B-16", "num_prompts": 10, **kwargs})
-
-
-def zegclip_vitb16_coco(**kwargs: Any) -> ZegCLIP:
-    """The paper's COCO-Stuff model: ViT-B/16 (OpenAI), 100 prompt tokens."""
-    return build_zegclip(**{"clip_model": "ViT-B-16", "num_prompts": 100, **kwargs})
-
-
-def zegclip_tiny(**kwargs: Any) -> ZegCLIP:
-    """A tiny random-weight model for tests and demos (CPU, seconds)."""
-    defaults = {
-        "clip_model": TINY_CLIP,
-        "pretrained": None,
-        "num_prompts": 4,
-        "image_size": 128,
-        "decoder_ffn_dim": 256,
-    }
-    return build_zegclip(**{**defaults, **kwargs})
-
-
-MODEL_PRESETS = {
-    "vitb16_voc": zegclip_vitb16_voc,
-    "vitb16_coco": zegclip_vitb16_coco,
-    "tiny": zegclip_tiny,
-}

@@ -1,4 +1,10 @@
-"""Reading checkpoints: our own files, training checkpoints, and the authors' released ``.pth``."""
+"""Building ZegCLIP: the factory, the size presets, and reading checkpoints of every kind.
+
+``build_zegclip`` is the one factory (presets are small functions over it, as in
+segment-anything's ``build_sam.py``). ``load_model`` reads our files (``ZegCLIP.save``),
+training checkpoints (Lightning ``.ckpt``) and the authors' released ``.pth`` (key mapping in
+:mod:`zegclip.model.official`), always with ``torch.load(weights_only=True)``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,156 @@ import inspect
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import open_clip
 import torch
 
-from zegclip.model.clip_encoder import resolve_quick_gelu
-from zegclip.model.zegclip import CHECKPOINT_FORMAT, ZegCLIP, build_zegclip
+from zegclip.errors import ZegCLIPError
+from zegclip.model.clip_encoder import (
+    TINY_CLIP,
+    PromptedVisionEncoder,
+    load_clip,
+    resolve_quick_gelu,
+    uses_quick_gelu,
+)
+from zegclip.model.decoder import AttentionMaskDecoder, RelationshipDescriptor
+from zegclip.model.official import (
+    NOT_IN_OFFICIAL,
+    convert_official_state_dict,
+    is_official,
+    official_config,
+)
+from zegclip.model.text import TextEncoder
+from zegclip.model.zegclip import CHECKPOINT_FORMAT, ZegCLIP
 
 
-class CheckpointError(ValueError):
+def _warn_quick_gelu(clip_model: str, pretrained: str | None, quick_gelu: bool | None) -> None:
+    if (
+        quick_gelu is None
+        and pretrained
+        and pretrained != "openai"
+        and os.path.isfile(pretrained)
+        and "quickgelu" not in clip_model.lower()
+    ):
+        warnings.warn(
+            f"loading CLIP weights from {pretrained} with GELU; OpenAI CLIP weights need "
+            "QuickGELU (pass quick_gelu=True), or accuracy drops silently. Pass quick_gelu=False "
+            "to silence this for LAION-style weights.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def build_zegclip(
+    clip_model: str = "ViT-B-16",
+    pretrained: str | None = "openai",
+    num_prompts: int = 10,
+    *,
+    image_size: int = 512,
+    decoder_layers: int = 3,
+    decoder_heads: int = 8,
+    decoder_ffn_dim: int = 2048,
+    dropout: float = 0.1,
+    prompt_dropout: float = 0.1,
+    quick_gelu: bool | None = None,
+    clip_config: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+) -> ZegCLIP:
+    """Build ZegCLIP around an open_clip ViT.
+
+    Args:
+        clip_model: open_clip architecture name, e.g. ``"ViT-B-16"``, or ``"zegclip-tiny"``.
+        pretrained: open_clip tag (``"openai"``, a LAION tag), a local weights file, or None
+            for random weights.
+        num_prompts: deep prompt tokens per layer (10 for VOC/Context, 100 for COCO-Stuff).
+        image_size: training crop; the positional embedding is resized to its grid once.
+        decoder_layers, decoder_heads, decoder_ffn_dim, dropout: the mask decoder (3, 8, 2048, 0.1).
+        prompt_dropout: dropout on inserted prompts (0.1).
+        quick_gelu: force QuickGELU (True) or GELU (False); None takes the tag's own
+            activation (QuickGELU for ``openai``). Needed as True for OpenAI weights given as
+            a file. ``config["quick_gelu"]`` records the activation actually built.
+        clip_config: explicit open_clip config instead of ``clip_model`` (random weights).
+        cache_dir: download cache for tagged weights.
+    """
+    _warn_quick_gelu(clip_model, pretrained, quick_gelu)
+    config = {
+        "clip_model": clip_model,
+        "pretrained": pretrained,
+        "num_prompts": num_prompts,
+        "image_size": image_size,
+        "decoder_layers": decoder_layers,
+        "decoder_heads": decoder_heads,
+        "decoder_ffn_dim": decoder_ffn_dim,
+        "dropout": dropout,
+        "prompt_dropout": prompt_dropout,
+        "quick_gelu": quick_gelu,
+        "clip_config": clip_config,
+    }
+    clip = load_clip(clip_model, pretrained, quick_gelu=quick_gelu, clip_config=clip_config, cache_dir=cache_dir)
+    config["quick_gelu"] = uses_quick_gelu(clip)  # rebuilt the same from a checkpoint, whatever the tag
+    if clip_config is not None:
+        context = clip_config["text_cfg"].get("context_length", 77)
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
+    else:
+        tokenizer = open_clip.get_tokenizer(clip_model)
+    visual, clip.visual = clip.visual, None  # the text tower keeps the rest of CLIP
+    dim = visual.output_dim
+    return ZegCLIP(
+        image_encoder=PromptedVisionEncoder(
+            visual=visual,
+            num_prompts=num_prompts,
+            image_size=image_size,
+            prompt_dropout=prompt_dropout,
+        ),
+        text_encoder=TextEncoder(clip=clip, tokenizer=tokenizer),
+        relationship=RelationshipDescriptor(dim=dim),
+        decoder=AttentionMaskDecoder(
+            dim=dim,
+            num_layers=decoder_layers,
+            num_heads=decoder_heads,
+            ffn_dim=decoder_ffn_dim,
+            dropout=dropout,
+        ),
+        config=config,
+    )
+
+
+def zegclip_vitb16_voc(**kwargs: Any) -> ZegCLIP:
+    """The paper's VOC / Context model: ViT-B/16 (OpenAI), 10 prompt tokens."""
+    return build_zegclip(**{"clip_model": "ViT-B-16", "num_prompts": 10, **kwargs})
+
+
+def zegclip_vitb16_coco(**kwargs: Any) -> ZegCLIP:
+    """The paper's COCO-Stuff model: ViT-B/16 (OpenAI), 100 prompt tokens."""
+    return build_zegclip(**{"clip_model": "ViT-B-16", "num_prompts": 100, **kwargs})
+
+
+def zegclip_tiny(**kwargs: Any) -> ZegCLIP:
+    """A tiny random-weight model for tests and demos (CPU, seconds)."""
+    defaults = {
+        "clip_model": TINY_CLIP,
+        "pretrained": None,
+        "num_prompts": 4,
+        "image_size": 128,
+        "decoder_ffn_dim": 256,
+    }
+    return build_zegclip(**{**defaults, **kwargs})
+
+
+MODEL_PRESETS = {
+    "vitb16_voc": zegclip_vitb16_voc,
+    "vitb16_coco": zegclip_vitb16_coco,
+    "tiny": zegclip_tiny,
+}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class CheckpointError(ZegCLIPError, ValueError):
     """A checkpoint that cannot be read as a ZegCLIP model; the message names the file."""
 
 
@@ -102,131 +248,9 @@ def read_checkpoint(
 ) -> CheckpointContents:
     """Read any supported checkpoint without building a model (``weights_only`` loading)."""
     payload = torch_load(path, map_location)
-    if _is_official(payload):
+    if is_official(payload):
         return _official(payload, path, decoder_heads)
     return _ours(payload, path)
-
-
-def _is_official(payload: dict[str, Any]) -> bool:
-    state = payload.get("state_dict", {})
-    return isinstance(state, dict) and any(k.startswith("backbone.") for k in state)
-
-
-def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
-    regex = re.compile(pattern)
-    return len({m.group(1) for k in state if (m := regex.match(k))})
-
-
-def official_config(state: dict[str, torch.Tensor], *, decoder_heads: int = 8) -> dict[str, Any]:
-    """``build_zegclip`` kwargs inferred from the shapes of an authors' state dict."""
-    conv = state["backbone.conv1.weight"]  # W x 3 x p x p
-    width, patch = conv.shape[0], conv.shape[-1]
-    grid = int(round((state["backbone.positional_embedding"].shape[0] - 1) ** 0.5))
-    vision_layers = _count(state, r"backbone\.transformer\.resblocks\.(\d+)\.")
-    text_width = state["text_encoder.token_embedding.weight"].shape[1]
-    prompts = state["backbone.prompt_embeddings"]  # 1 x N x W
-    clip_config = {
-        "embed_dim": state["backbone.proj"].shape[1],
-        "quick_gelu": True,  # the released towers always use QuickGELU
-        "vision_cfg": {
-            "image_size": grid * patch,
-            "layers": vision_layers,
-            "width": width,
-            "patch_size": patch,
-            "head_width": 64,
-            "mlp_ratio": state["backbone.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
-        },
-        "text_cfg": {
-            "context_length": state["text_encoder.positional_embedding"].shape[0],
-            "vocab_size": state["text_encoder.token_embedding.weight"].shape[0],
-            "width": text_width,
-            "heads": max(1, text_width // 64),  # CLIP text heads are 64 wide
-            "layers": _count(state, r"text_encoder\.transformer\.resblocks\.(\d+)\."),
-        },
-    }
-    return {
-        "clip_model": "ViT-B-16-quickgelu" if (width, patch, vision_layers) == (768, 16, 12) else "custom",
-        "pretrained": None,
-        "num_prompts": prompts.shape[1],
-        "image_size": grid * patch,
-        "decoder_layers": _count(state, r"decode_head\.decoder_1\.layers\.(\d+)\."),
-        "decoder_heads": decoder_heads,
-        "decoder_ffn_dim": state["decode_head.decoder_1.layers.0.linear1.weight"].shape[0],
-        "quick_gelu": True,
-        "clip_config": clip_config,
-    }
-
-
-def unused_official_keys(num_layers: int) -> dict[str, str]:
-    """Patterns of released keys this model does not hold, each with the reason."""
-    last = num_layers - 1
-    return {
-        r"decode_head\.decoder_1\.layers\.\d+\.self_attn\.": (
-            "the decoder layers never run self-attention among the class queries"
-        ),
-        r"decode_head\.decoder_1\.layers\.\d+\.norm1\.": "norm of the never-run self-attention",
-        rf"decode_head\.decoder_1\.layers\.{last}\.(multihead_attn\.(v|proj)|linear1|linear2|norm2|norm3)\.": (
-            "only the last layer's attention scores reach the prediction"
-        ),
-        r"decode_head\.loss_decode\.": "a buffer of the training loss, not of the model",
-    }
-
-
-def _official_rename(key: str, num_layers: int) -> str:
-    """Authors' key -> our key (raises KeyError for a key we do not know)."""
-    rules = [
-        (r"backbone\.prompt_(embeddings|proj\.)", r"image_encoder.prompts.prompt_\1"),
-        (r"backbone\.deep_prompt_embeddings", "image_encoder.prompts.deep_prompt_embeddings"),
-        (r"backbone\.prompt_norm\.", "image_encoder.prompt_norm."),
-        (
-            r"backbone\.(class_embedding|positional_embedding|proj$|conv1\.|ln_pre\.|ln_post\.|transformer\.)",
-            r"image_encoder.visual.\1",
-        ),
-        (r"text_encoder\.", "text_encoder.clip."),
-        (r"decode_head\.q_proj\.", "relationship.proj."),
-        (
-            rf"decode_head\.decoder_1\.layers\.{num_layers - 1}\.multihead_attn\.(q|k)\.",
-            r"decoder.last.\1.",
-        ),
-        (
-            r"decode_head\.decoder_1\.layers\.(\d+)\.multihead_attn\.(q|k)\.",
-            r"decoder.layers.\1.cross_attn.scores.\2.",
-        ),
-        (
-            r"decode_head\.decoder_1\.layers\.(\d+)\.multihead_attn\.(v|proj)\.",
-            r"decoder.layers.\1.cross_attn.\2.",
-        ),
-        (r"decode_head\.decoder_1\.layers\.(\d+)\.linear1\.", r"decoder.layers.\1.ffn.0."),
-        (r"decode_head\.decoder_1\.layers\.(\d+)\.linear2\.", r"decoder.layers.\1.ffn.3."),
-        (r"decode_head\.decoder_1\.layers\.(\d+)\.norm2\.", r"decoder.layers.\1.norm1."),
-        (r"decode_head\.decoder_1\.layers\.(\d+)\.norm3\.", r"decoder.layers.\1.norm2."),
-    ]
-    for pattern, repl in rules:
-        if re.match(pattern, key):
-            return re.sub(pattern, repl, key, count=1)
-    raise KeyError(key)
-
-
-NOT_IN_OFFICIAL: dict[str, str] = {
-    "text_encoder.clip.logit_scale": "CLIP's contrastive temperature; segmentation never uses it",
-}
-"""Our keys that a released checkpoint does not carry, with the reason."""
-
-
-def convert_official_state_dict(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """Rename released keys to ours, dropping the known-unused ones (unknown keys: error)."""
-    unused = [re.compile(p) for p in unused_official_keys(num_layers)]
-    converted, unknown = {}, []
-    for key, value in state.items():
-        if any(p.match(key) for p in unused):
-            continue
-        try:
-            converted[_official_rename(key, num_layers)] = value
-        except KeyError:
-            unknown.append(key)
-    if unknown:
-        raise KeyError(f"unexpected keys in the released checkpoint: {unknown}")
-    return converted
 
 
 def _official(payload: dict[str, Any], path: str | os.PathLike, decoder_heads: int) -> CheckpointContents:
@@ -288,7 +312,7 @@ def load_official_checkpoint(
     shapes; the number of heads is not stored in the file (8 in every released model).
     """
     payload = torch_load(path, map_location)
-    if not _is_official(payload):
+    if not is_official(payload):
         raise CheckpointError(f"{path}: not an authors' ZegCLIP checkpoint (no 'state_dict' with 'backbone.' keys)")
     return build_from_checkpoint(_official(payload, path, decoder_heads), str(path))
 

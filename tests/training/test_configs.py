@@ -7,8 +7,8 @@ from pathlib import Path
 import hydra
 import pytest
 
-from zegclip.config import CONFIG_DIR, ConfigError, accumulation, build_trainer, validate_config
-from zegclip.model.zegclip import zegclip_tiny
+from zegclip.model.build import zegclip_tiny
+from zegclip.training.config import CONFIG_DIR, ConfigError, accumulation, build_trainer, validate_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 TINY_MODEL = [

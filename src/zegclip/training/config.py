@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,14 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = str(Path(__file__).parent / "conf")
+from zegclip.errors import ZegCLIPError, run_command
+from zegclip.training.callbacks import ProgressLog
+
+CONFIG_DIR = str(Path(__file__).parent.parent / "conf")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
 
-class ConfigError(ValueError):
+class ConfigError(ZegCLIPError, ValueError):
     """A config value that cannot work; the message names the key."""
 
 
@@ -107,6 +111,10 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     }
     if cfg.trainer.get("fast_dev_run") or cfg.trainer.get("overfit_batches"):
         kwargs.pop("val_check_interval")
+    if cfg.trainer.get("enable_progress_bar", True) and not sys.stdout.isatty():
+        # a log file, not a terminal: plain lines instead of one redrawn bar per refresh
+        kwargs["enable_progress_bar"] = False
+        callbacks.append(ProgressLog(every=int(cfg.trainer.get("log_every_n_steps", 50))))
     return hydra.utils.instantiate(cfg.trainer, **kwargs, _convert_="all")
 
 
@@ -133,7 +141,7 @@ def resolve_ckpt_path(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     ``last`` must find ``last.ckpt`` in this run's checkpoint folder; a path must be a local
     zegclip training checkpoint (read ``weights_only``: no code from the file runs).
     """
-    from zegclip.model.checkpoint import CheckpointError, torch_load
+    from zegclip.model.build import CheckpointError, torch_load
 
     spec = cfg.get("ckpt_path")
     if not spec:
@@ -161,37 +169,19 @@ def resolve_ckpt_path(cfg: DictConfig, trainer: L.Trainer) -> str | None:
 
 
 def run_cli(fn, cfg: DictConfig) -> None:
-    """Run an entry point.
+    """Run a Hydra entry point; a :class:`~zegclip.errors.ZegCLIPError` becomes one line.
 
-    Exit codes: 2 for user errors (one ``error:`` line), 1 for a non-finite loss or weight,
+    Exit codes: 2 for user errors (``error:`` line), 1 for a non-finite loss or weight,
     143 for a run stopped by SIGTERM / Ctrl-C after writing ``last.ckpt``.
     """
-    import sys
-
-    from hydra.errors import InstantiationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from zegclip.callbacks import NonFiniteError, RunInterrupted
-    from zegclip.data.datasets import DatasetError
-    from zegclip.model import CheckpointError, CLIPLoadError
+    from zegclip.training.callbacks import RunInterrupted
 
-    known = (ConfigError, CheckpointError, CLIPLoadError, DatasetError)
     try:
-        fn(cfg)
-    except known as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except InstantiationException as err:  # Hydra wraps errors raised while building objects
-        if not isinstance(err.__cause__, known):
-            raise
-        print(f"error: {err.__cause__}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except RunInterrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
-        sys.exit(RunInterrupted.exit_code)
+        code = run_command(fn, cfg)
     except SIGTERMException:  # Lightning's own stop, outside training (validation, test)
         print("interrupted: SIGTERM outside training; nothing to resume", file=sys.stderr)
-        sys.exit(RunInterrupted.exit_code)
+        code = RunInterrupted.exit_code
+    if code:
+        sys.exit(code)

@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers.fake_data import write_fake_voc
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
-from zegclip.data.datamodule import SegDataModule
+from zegclip.training.datamodule import SegDataModule
 
 
 # fresh tiny datasets per test: several tests break them on purpose

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from zegclip.model.zegclip import zegclip_tiny
-from zegclip.optim import (
+from zegclip.model.build import zegclip_tiny
+from zegclip.training.optim import (
     build_optimizer,
     build_param_groups,
     build_scheduler,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY_DEMO
+from tests.helpers.configs import TINY_DEMO
 from zegclip.constants import IGNORE_INDEX
 from zegclip.data.datasets import build_dataset
 from zegclip.data.synthetic import write_synthetic_voc
@@ -31,7 +31,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from zegclip.eval import main
+from zegclip.training.eval import main
 from zegclip.metrics import SegMetrics
 
 _compute = SegMetrics.compute
@@ -54,7 +54,7 @@ if __name__ == "__main__":
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_clip_file: Path) -> Path:
     """A random tiny ZegCLIP saved as a self-contained checkpoint."""
-    from tests.conftest import TINY_KWARGS
+    from tests.helpers.configs import TINY_KWARGS
     from zegclip.model import TINY_CLIP, build_zegclip
 
     torch.manual_seed(0)

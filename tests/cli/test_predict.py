@@ -1,4 +1,4 @@
-"""zegclip.predict: the command line on generated images with the tiny model."""
+"""zegclip predict (zegclip.cli.predict): the command line on generated images with the tiny model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zegclip.predict import PREDICTIONS_FILE, collect_jobs, main, palette
+from zegclip.cli.predict import PREDICTIONS_FILE, collect_jobs, main
+from zegclip.visualize import palette
 
 CLASSES = "cat; grass, lawn; sky; road"
 NAMES = ["cat", "grass", "sky", "road"]
@@ -175,7 +176,7 @@ def test_wrong_checkpoint_kind_exits_2_without_traceback(tmp_path: Path) -> None
 
 def test_checkpoint_round_trip(tmp_path: Path, capsys) -> None:
     """A file written by ZegCLIP.save predicts the same labels as --tiny (same seed)."""
-    from zegclip.model.zegclip import zegclip_tiny
+    from zegclip.model.build import zegclip_tiny
 
     torch.manual_seed(0)
     zegclip_tiny().save(tmp_path / "tiny.pt")
@@ -226,7 +227,7 @@ def test_extreme_aspect_ratio_completes_with_a_note(tmp_path: Path, capsys) -> N
 
 def _flaky_segment_batch(monkeypatch, error: BaseException) -> list[int]:
     """segment_batch that raises ``error`` for any batch holding an image whose pixels are all 7."""
-    import zegclip.predict as predict
+    import zegclip.cli.predict as predict
 
     calls = []
     real = predict.segment_batch
@@ -263,7 +264,7 @@ def test_an_image_failing_mid_run_does_not_stop_the_others(tmp_path: Path, capsy
 
 
 def test_a_write_error_does_not_stop_the_others(tmp_path: Path, capsys, monkeypatch) -> None:
-    import zegclip.predict as predict
+    import zegclip.cli.predict as predict
 
     real = predict.overlay_image
 
@@ -282,7 +283,7 @@ def test_a_write_error_does_not_stop_the_others(tmp_path: Path, capsys, monkeypa
 
 @pytest.mark.parametrize("short_side", ["1", "31", "-5", "4097", "100000"])
 def test_short_side_out_of_range_exits_2(tmp_path: Path, capsys, monkeypatch, short_side) -> None:
-    import zegclip.predict as predict
+    import zegclip.cli.predict as predict
 
     monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
@@ -303,7 +304,7 @@ def test_short_side_0_keeps_the_size_even_below_the_crop(tmp_path: Path, capsys)
 
 
 def test_output_folder_that_cannot_be_created_exits_2_before_loading(tmp_path: Path, capsys, monkeypatch) -> None:
-    import zegclip.predict as predict
+    import zegclip.cli.predict as predict
 
     monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
@@ -319,7 +320,7 @@ def test_output_folder_that_cannot_be_created_exits_2_before_loading(tmp_path: P
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
 def test_output_folder_without_permission_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
-    import zegclip.predict as predict
+    import zegclip.cli.predict as predict
 
     monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
@@ -336,7 +337,7 @@ def test_output_folder_without_permission_exits_2(tmp_path: Path, capsys, monkey
 
 def test_output_folder_permission_error_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
     """As the root user ignores permissions, the OS refusal is simulated."""
-    import zegclip.predict as predict
+    import zegclip.cli.predict as predict
 
     monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
@@ -373,7 +374,7 @@ def test_rerun_keeps_one_record_per_image(tmp_path: Path, capsys) -> None:
 
 
 def test_checkpoint_whose_config_does_not_fit_its_weights_is_one_line(tmp_path: Path, capsys) -> None:
-    from zegclip.model.zegclip import zegclip_tiny
+    from zegclip.model.build import zegclip_tiny
 
     path = tmp_path / "tiny.pt"
     zegclip_tiny().save(path)

@@ -15,11 +15,12 @@ import lightning as L
 import pytest
 import torch
 
-from tests.conftest import TINY_DEMO
+from tests.helpers.configs import TINY_DEMO
+from tests.helpers.official import authors_layout
 from zegclip import load_model
-from zegclip.callbacks import RunInterrupted
-from zegclip.eval import evaluate
-from zegclip.train import train
+from zegclip.training.callbacks import RunInterrupted
+from zegclip.training.eval import evaluate
+from zegclip.training.train import train
 
 STEPS = [*TINY_DEMO, "trainer.max_steps=12", "eval_every=6", "module.scheduler.warmup_steps=3"]
 
@@ -38,7 +39,7 @@ def trained(tmp_path_factory):
     """One tiny training run shared by the tests below: (output dir, metrics, data dir)."""
     from hydra import compose, initialize_config_dir
 
-    from zegclip.config import CONFIG_DIR
+    from zegclip.training.config import CONFIG_DIR
 
     root = tmp_path_factory.mktemp("run")
     overrides = [
@@ -91,7 +92,7 @@ class _SigtermAtBatch(L.Callback):
 
 def _train_with(monkeypatch, cfg, *callbacks):
     """``train(cfg)`` with extra callbacks appended to the trainer the config builds."""
-    import zegclip.train as train_module
+    import zegclip.training.train as train_module
 
     original = train_module.build_trainer
 
@@ -175,13 +176,12 @@ def test_multirun_sweep_runs_each_value(trained, tmp_path):
 
 def test_eval_reads_the_authors_checkpoint_layout(trained, compose_cfg, tmp_path):
     """python -m zegclip.eval takes the authors' .pth like our own checkpoints."""
-    from tests.model.test_checkpoint import _authors_layout
 
     out, _, data = trained
     ours = out / "checkpoints" / "last.ckpt"
     model = load_model(ours)
     official = tmp_path / "ZegCLIP_demo.pth"
-    torch.save({"meta": {}, "state_dict": _authors_layout(model)}, official)
+    torch.save({"meta": {}, "state_dict": authors_layout(model)}, official)
     results = [
         evaluate(compose_cfg("eval", [*TINY_DEMO, f"checkpoint={path}", f"paths.data_dir={data}"]))
         for path in (ours, official)
@@ -207,7 +207,7 @@ def test_eval_reads_the_authors_checkpoint_layout(trained, compose_cfg, tmp_path
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(compose_cfg, capsys, entry, overrides, message):
-    from zegclip.config import run_cli
+    from zegclip.training.config import run_cli
 
     with pytest.raises(SystemExit) as exit_info:
         run_cli(train if entry == "train" else evaluate, compose_cfg(entry, overrides))
@@ -233,7 +233,7 @@ def test_trainable_only_checkpoints_reload_from_the_clip_source(compose_cfg, tin
 
 
 def test_sigterm_exit_code_is_143_without_metrics(trained, compose_cfg, tmp_path, monkeypatch, capsys):
-    from zegclip.config import run_cli
+    from zegclip.training.config import run_cli
 
     _, _, data = trained
     cfg = compose_cfg("train", [*STEPS, f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'run'}"])
@@ -246,7 +246,7 @@ def test_sigterm_exit_code_is_143_without_metrics(trained, compose_cfg, tmp_path
 
 
 def test_non_finite_loss_stops_with_exit_1_and_keeps_good_checkpoints(trained, compose_cfg, tmp_path, capsys):
-    from zegclip.config import run_cli
+    from zegclip.training.config import run_cli
 
     _, _, data = trained
     overrides = [*TINY_DEMO, "trainer.max_steps=12", "eval_every=1", "module.scheduler.warmup_steps=4"]
@@ -268,7 +268,7 @@ def test_non_finite_loss_stops_with_exit_1_and_keeps_good_checkpoints(trained, c
 
 
 def test_ckpt_path_last_without_a_checkpoint_names_the_folder(compose_cfg, capsys, tmp_path):
-    from zegclip.config import run_cli
+    from zegclip.training.config import run_cli
 
     cfg = compose_cfg("train", [*TINY_DEMO, "ckpt_path=last", f"paths.output_dir={tmp_path / 'never_ran'}"])
     with pytest.raises(SystemExit) as exit_info:
@@ -280,7 +280,7 @@ def test_ckpt_path_last_without_a_checkpoint_names_the_folder(compose_cfg, capsy
 
 @pytest.mark.parametrize("kind", ["missing", "truncated", "foreign_lightning", "our_save_file", "url"])
 def test_bad_ckpt_path_is_one_line_and_exit_2(trained, compose_cfg, capsys, tmp_path, tiny_model, kind):
-    from zegclip.config import run_cli
+    from zegclip.training.config import run_cli
 
     out, _, _ = trained
     path = tmp_path / f"{kind}.ckpt"
@@ -331,7 +331,7 @@ def _refuse_tags(create_model):
 
 
 def test_eval_of_a_checkpoint_whose_config_does_not_fit_is_one_line(trained, compose_cfg, tmp_path, capsys):
-    from zegclip.config import run_cli
+    from zegclip.training.config import run_cli
 
     out, _, data = trained
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
@@ -342,3 +342,23 @@ def test_eval_of_a_checkpoint_whose_config_does_not_fit_is_one_line(trained, com
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "prompt_embeddings is" in err and "Traceback" not in err
+
+
+def test_logs_that_are_not_a_terminal_get_plain_progress_lines(trained, compose_cfg, tmp_path):
+    """Under a pipe (as here, and in a scheduler's log file) the bar becomes one line per N steps."""
+    _, _, data = trained
+    overrides = [*TINY_DEMO, "trainer.enable_progress_bar=true", "trainer.max_steps=4", "eval_every=4"]
+    overrides += ["trainer.log_every_n_steps=2", f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'run'}"]
+    script = (
+        "import sys; from tests.helpers.configs import *; from zegclip.training.config import compose_config;"
+        "from zegclip.training.train import train; train(compose_config('train', sys.argv[1:]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *overrides], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = result.stdout + result.stderr
+    steps = re.findall(r"^step (\d+)/4 .*loss [\d.]+ .* s/step$", log, re.M)
+    assert steps == ["2", "4"], log[-2000:]
+    assert "it/s]" not in log and "\r" not in log  # no tqdm bar redrawn into the file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,9 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from zegclip.data.classes import voc_colours
+from zegclip.errors import ZegCLIPError
 from zegclip.model.zegclip import PIXEL_MEAN, PIXEL_STD
-
-
-def _palette(num_classes: int) -> np.ndarray:
-    """VOC colours for the classes, then black for ignored pixels."""
-    return np.concatenate([voc_colours(num_classes + 1)[1:], np.zeros((1, 3), np.uint8)])
-
-
-def _colour(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    index = np.where(labels == 255, len(palette) - 1, np.minimum(labels, len(palette) - 2))
-    return palette[index]
+from zegclip.visualize import colourise
 
 
 class LogValidationImages(L.Callback):
@@ -53,8 +45,8 @@ class LogValidationImages(L.Callback):
         image = image * torch.tensor(PIXEL_STD).view(1, 3, 1, 1) + torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
         image = torch.nn.functional.interpolate(image, size=labels.shape, mode="bilinear", align_corners=False)
         image = image[0].permute(1, 2, 0).clamp(0, 255).byte().numpy()
-        palette = _palette(len(module.class_names))
-        row = [image, (0.5 * image + 0.5 * _colour(preds, palette)), (0.5 * image + 0.5 * _colour(labels, palette))]
+        count = len(module.class_names)
+        row = [image, 0.5 * image + 0.5 * colourise(preds, count), 0.5 * image + 0.5 * colourise(labels, count)]
         self.samples.append(np.concatenate(row, axis=1).astype(np.uint8))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -72,14 +64,43 @@ class LogValidationImages(L.Callback):
         self.samples = []
 
 
-class RunInterrupted(Exception):
+class ProgressLog(L.Callback):
+    """One plain line every ``every`` optimizer steps, for logs that are not a terminal.
+
+    Lightning's progress bar redraws in place on a terminal but writes a new line at
+    every refresh into a file (thousands of lines per run); this replaces it there.
+    """
+
+    def __init__(self, every: int = 50) -> None:
+        self.every = max(1, int(every))
+        self._last: tuple[int, float] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._last = (trainer.global_step, time.perf_counter())
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self._last is None or step == self._last[0] or (step % self.every and step != trainer.max_steps):
+            return
+        now = time.perf_counter()
+        seconds = (now - self._last[1]) / (step - self._last[0])
+        self._last = (step, now)
+        metrics = trainer.callback_metrics
+        shown = [f"{k.split('/')[-1]} {float(metrics[k]):.4g}" for k in ("train/loss", "train/lr") if k in metrics]
+        rank_zero_info(f"step {step}/{trainer.max_steps}  {'  '.join(shown)}  {seconds:.2f} s/step")
+
+
+class RunInterrupted(ZegCLIPError):
     """Training stopped on request (SIGTERM, Ctrl-C) after writing ``last.ckpt``."""
 
     exit_code = 128 + signal.SIGTERM  # 143, as a process killed by SIGTERM reports
+    prefix = "interrupted"
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(ZegCLIPError, RuntimeError):
     """A non-finite loss, gradient or trainable weight: the run stops, nothing is saved."""
+
+    exit_code = 1
 
 
 def trainable_weights_finite(module: L.LightningModule) -> bool:

@@ -19,6 +19,7 @@ from zegclip.data.datasets import (
     setting_label_lut,
     train_class_ids,
 )
+from zegclip.data.layouts import split_file
 from zegclip.data.samplers import SampleSeeded, ShardSampler, TrainStream
 from zegclip.data.synthetic import write_synthetic_voc
 from zegclip.data.transforms import eval_transform, seed_pipeline, train_transform
@@ -179,8 +180,7 @@ class SegDataModule(L.LightningDataModule):
     # --- Lightning hooks --------------------------------------------------------------
     def prepare_data(self) -> None:
         """Generate the synthetic dataset if asked for and missing (writes files only)."""
-        marker = Path(self.root) / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
-        if self.dataset == "synthetic" and not (marker / "val.txt").is_file():
+        if self.dataset == "synthetic" and not split_file("synthetic", self.root, "val").is_file():
             write_synthetic_voc(self.root, **self.synthetic)
 
     def _rank_world(self) -> tuple[int, int]:

@@ -8,13 +8,13 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from zegclip.callbacks import NonFiniteError, trainable_weights_finite
 from zegclip.data.classes import get_dataset_info
 from zegclip.data.datasets import SETTINGS, train_class_ids
 from zegclip.metrics import SegMetrics
 from zegclip.model import CheckpointError, ZegCLIP, ZegCLIPCriterion, build_zegclip, pseudo_labels
-from zegclip.model.checkpoint import read_checkpoint
-from zegclip.optim import build_optimizer, build_scheduler, describe_param_groups
+from zegclip.model.build import read_checkpoint
+from zegclip.training.callbacks import NonFiniteError, trainable_weights_finite
+from zegclip.training.optim import build_optimizer, build_scheduler, describe_param_groups
 
 _NOTHING_SAVED = "stopped without saving; the last good checkpoints are unchanged"
 SCALAR_METRICS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")

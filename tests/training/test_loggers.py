@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import TINY_DEMO
-from zegclip.loggers import wandb_logger
-from zegclip.train import train
+from tests.helpers.configs import TINY_DEMO
+from zegclip.training.loggers import wandb_logger
+from zegclip.training.train import train
 
 
 def test_no_network_falls_back_to_offline_fast(monkeypatch, tmp_path, capsys):

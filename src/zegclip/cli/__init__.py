@@ -1,0 +1,1 @@
+"""Command-line tools: argument parsing and exit codes; the work is done by the library."""

@@ -1,0 +1,48 @@
+"""``zegclip export`` / ``python -m zegclip.export``: ONNX export (options, exit codes).
+
+The work is done by :mod:`zegclip.export`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+import zegclip.export as lib
+from zegclip.export import export_onnx
+from zegclip.model import CheckpointError, CLIPLoadError, load_model
+from zegclip.model.build import zegclip_tiny
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line options."""
+    parser = argparse.ArgumentParser(prog="python -m zegclip.export", description=lib.__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="ZegCLIP.save file, training .ckpt, or the authors' .pth")
+    source.add_argument("--tiny", action="store_true", help="the tiny random model (tests, demos)")
+    parser.add_argument("--format", default="onnx", choices=["onnx"])
+    parser.add_argument("--output", "-o", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m zegclip.export``."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.tiny:
+            torch.manual_seed(0)
+            model = zegclip_tiny()
+        else:
+            model = load_model(args.checkpoint, map_location="cpu")
+        path = export_onnx(model, args.output, height=args.height, width=args.width, opset=args.opset)
+    except (CheckpointError, CLIPLoadError, KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (inputs: images B x 3 x {args.height} x {args.width}, class_embeddings C x D)")
+    return 0

@@ -1,0 +1,58 @@
+"""``zegclip <command> ...``: one command for every tool.
+
+Each subcommand is also reachable as before: ``python -m zegclip.train``,
+``python -m zegclip.eval``, ``python -m zegclip.predict`` (or ``zegclip-predict``),
+``python -m zegclip.data.prepare``, ``python -m zegclip.data.verify``,
+``python -m zegclip.data.synthetic``, ``python -m zegclip.export``, ``python -m zegclip.efficiency``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("zegclip.training.train", "train (Hydra overrides: experiment=voc_inductive ...)"),
+    "eval": ("zegclip.training.eval", "evaluate a checkpoint (experiment=... checkpoint=PATH)"),
+    "predict": ("zegclip.cli.predict", "segment images with any vocabulary"),
+    "prepare": ("zegclip.cli.prepare", "prepare a dataset from its raw archives"),
+    "verify": ("zegclip.cli.verify", "check a prepared dataset before training"),
+    "synthetic": ("zegclip.cli.synthetic", "write the small synthetic dataset (VOC layout)"),
+    "export": ("zegclip.cli.export", "export the network to ONNX"),
+    "efficiency": ("zegclip.cli.efficiency", "parameters, FLOPs and images/s of a model"),
+}
+HYDRA_COMMANDS = ("train", "eval")
+"""Hydra apps: they read their overrides from ``sys.argv``."""
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
+    return (
+        "usage: zegclip <command> [options]\n\ncommands:\n"
+        + "\n".join(lines)
+        + ("\n\n`zegclip <command> --help` for a command's options.")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    if name in HYDRA_COMMANDS:
+        sys.argv = [f"zegclip {name}", *rest]
+        module.main()  # exits with its own code on errors
+        return 0
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

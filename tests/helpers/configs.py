@@ -1,0 +1,15 @@
+"""Overrides and keyword arguments that shrink the real configs and models to seconds."""
+
+TINY_KWARGS = {"num_prompts": 4, "image_size": 64, "decoder_ffn_dim": 64, "quick_gelu": True}
+"""``build_zegclip`` arguments of the tiny test model (through a real weights file)."""
+
+TINY_DEMO = [
+    "experiment=demo",
+    "trainer.enable_progress_bar=false",
+    "data.synthetic.num_train=8",
+    "data.synthetic.num_val=3",
+    "data.synthetic.size=96",
+    "data.batch_size=4",
+    "global_batch_size=4",
+]
+"""Overrides that shrink the demo experiment to seconds."""
