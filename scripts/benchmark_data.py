@@ -1,6 +1,6 @@
 """Throughput of the training data pipeline per DataLoader worker, printed as JSON.
 
-Decode (JPEG + PNG) + augmentation (SPEC sec. 7) + tensor conversion, one process with
+Decode (JPEG + PNG) + augmentation (docs/method.md §7) + tensor conversion, one process with
 one OpenCV/torch thread (what each worker gets), on generated images of the VOC size
 (500 x 375) and a COCO-like size (640 x 480).
 

@@ -1,4 +1,4 @@
-"""Parameters, FLOPs and throughput of a ZegCLIP model (the paper's efficiency table, SPEC sec. 8).
+"""Parameters, FLOPs and throughput of a ZegCLIP model (the paper's efficiency table, docs/method.md §8).
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` for one forward of
 the network on a ``height x width`` image (class embeddings given; the text tower is

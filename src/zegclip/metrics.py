@@ -1,4 +1,4 @@
-"""Segmentation scores for zero-shot evaluation: pAcc, mIoU, mIoU(seen), mIoU(unseen), hIoU (SPEC sec. 10).
+"""Segmentation scores for zero-shot evaluation: pAcc, mIoU, mIoU(seen), mIoU(unseen), hIoU (docs/method.md §10).
 
 One C x C confusion matrix (rows = ground truth, columns = prediction) is accumulated over
 the whole split with torchmetrics' ``multiclass_confusion_matrix``; every score is derived
@@ -48,7 +48,7 @@ def _nanmean(values: Tensor) -> Tensor:
 
 
 def scores_from_confmat(confmat: Tensor, seen_ids: Sequence[int], unseen_ids: Sequence[int]) -> dict[str, Tensor]:
-    """All scores of SPEC sec. 10 from an accumulated confusion matrix (ignored pixels already dropped).
+    """All scores of docs/method.md §10 from an accumulated confusion matrix (ignored pixels already dropped).
 
     Args:
         confmat: C x C integer counts, ``confmat[t, p]`` = pixels of true class t predicted as p.
@@ -73,7 +73,7 @@ def scores_from_confmat(confmat: Tensor, seen_ids: Sequence[int], unseen_ids: Se
     seen = _nanmean(iou[list(seen_ids)])
     unseen = _nanmean(iou[list(unseen_ids)])
     denom = seen + unseen
-    # NaN + anything = NaN, so a NaN mean propagates; 0/0 is defined as 0 (SPEC sec. 10)
+    # NaN + anything = NaN, so a NaN mean propagates; 0/0 is defined as 0 (docs/method.md §10)
     hiou = torch.where(denom == 0, torch.zeros_like(denom), 2 * seen * unseen / denom)
     result = {
         "pAcc": pacc,

@@ -2,7 +2,7 @@
 
 The one place that turns user input (a path, a PIL image or an array; class names as
 a string, a file or a dataset name) into what :meth:`ZegCLIP.predict` takes, following
-the paper's test pipeline (SPEC sec. 6): resize keeping the aspect ratio so that the
+the paper's test pipeline (docs/method.md §6): resize keeping the aspect ratio so that the
 short side is 512, normalise, slide 512 x 512 windows with stride 426, resize the scores
 to the original size, argmax.
 

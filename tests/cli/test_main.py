@@ -56,3 +56,20 @@ def test_console_script_trains_and_evaluates_with_hydra_overrides(tmp_path: Path
     assert (evaluated / "metrics.json").is_file()
     bad = _console("train", "setting=semi", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: setting='semi' is not valid")
+
+
+def test_python_dash_m_routes_still_work():
+    """Every tool also runs as ``python -m ...``, as before the single command existed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    routes = ["zegclip", "zegclip.eval", "zegclip.export", "zegclip.efficiency", "zegclip.data.verify"]
+    routes += ["zegclip.data.synthetic"]  # prepare and predict run as processes in their own tests
+
+    def run(module: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = dict(zip(routes, pool.map(run, routes), strict=True))
+    for module, result in results.items():
+        assert result.returncode == 0, (module, result.stderr[-1000:])
+        assert "usage" in result.stdout.lower() or "== Config ==" in result.stdout, module

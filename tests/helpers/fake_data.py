@@ -1,4 +1,4 @@
-"""Tiny PREPARED datasets in the real on-disk layouts (SPEC sec. 9), for tests.
+"""Tiny PREPARED datasets in the real on-disk layouts (docs/method.md §9), for tests.
 
 Each label is a 2 x 2 grid of quadrants with known raw values (`fake_label`), so tests
 can predict every reduced value. Images are coloured per raw value and differ in size.

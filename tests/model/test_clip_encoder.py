@@ -15,7 +15,7 @@ from zegclip.model.clip_encoder import CLIPLoadError, load_clip, resize_pos_embe
 
 
 def test_open_clip_block_contract():
-    """The names and layout we rely on exist in the installed open_clip (DESIGN rule 6)."""
+    """The names and layout we rely on exist in the installed open_clip (open_clip block names; see clip_encoder.py)."""
     visual = load_clip(TINY_CLIP, None).visual
     for name in ("conv1", "class_embedding", "positional_embedding", "ln_pre", "ln_post", "proj"):
         assert hasattr(visual, name), name

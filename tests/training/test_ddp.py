@@ -83,9 +83,9 @@ def _evaluate(script: Path, ckpt: Path, data: Path, run_dir: Path, devices: int)
     return json.loads((run_dir / "metrics.json").read_text()), ranks
 
 
-@pytest.mark.parametrize("num_images", [1, 3])
+@pytest.mark.parametrize("num_images", [1])  # uneven shards: tests/training/test_datamodule.py
 def test_ddp_two_processes_evaluate_like_one(checkpoint: Path, tmp_path: Path, num_images: int) -> None:
-    """1 image (a rank without one) and 3 (uneven shards) on 2 processes: each image counted once."""
+    """1 image on 2 processes (a rank without one): each image counted once, as on one process."""
     data = tmp_path / "data"
     write_synthetic_voc(data / "synthetic", num_train=4, num_val=num_images, size=96)
     script = tmp_path / "run_eval.py"

@@ -1,4 +1,4 @@
-"""Optimiser groups and the warm-up + poly schedule against hand-computed values (SPEC sec. 7)."""
+"""Optimiser groups and the warm-up + poly schedule against hand-computed values (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line options."""
     parser = argparse.ArgumentParser(
         prog="python -m zegclip.data.prepare",
-        description="Build the dataset layouts (SPEC sec. 9) from the raw downloads.",
+        description="Build the dataset layouts (docs/method.md §9) from the raw downloads.",
     )
     parser.add_argument("dataset", choices=sorted(PREPARERS))
     parser.add_argument("--raw", type=Path, required=True, help="folder with the downloads")

@@ -1,4 +1,4 @@
-"""Class names, seen/unseen splits, label encodings and the VOC colour map (SPEC sec. 9).
+"""Class names, seen/unseen splits, label encodings and the VOC colour map (docs/method.md §9).
 
 Data only: no I/O, no torch. Ids are the *reduced* ids the model predicts (VOC and
 Context-59 without background, COCO-Stuff train ids).
@@ -360,6 +360,10 @@ class DatasetInfo:
     unseen_ids: tuple[int, ...]
     reduce_zero_label: bool
     """True when raw label 0 is background: 0 -> 255 and k -> k - 1 on reading."""
+    ignore_index: int = 255
+    """Label value of pixels never scored; 65535 (16-bit labels) for vocabularies above 255 classes."""
+    eval_only: bool = False
+    """A benchmark with no training split here (open-vocabulary evaluation of another dataset's model)."""
 
     @property
     def num_classes(self) -> int:
@@ -398,5 +402,5 @@ SYNTHETIC_CLASSES: tuple[str, ...] = (
 SYNTHETIC_UNSEEN: tuple[int, ...] = (4, 5)
 
 DATASETS["context60"] = DatasetInfo("context60", ("background", *CONTEXT_CLASSES), (), reduce_zero_label=False)
-"""Context with background as class 0: only for cross-dataset evaluation (SPEC sec. 9)."""
+"""Context with background as class 0: only for cross-dataset evaluation (docs/method.md §9)."""
 DATASETS["synthetic"] = DatasetInfo("synthetic", SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN, reduce_zero_label=True)

@@ -1,4 +1,4 @@
-"""Readers for the prepared on-disk layouts of the benchmarks (SPEC sec. 9).
+"""Readers for the prepared on-disk layouts of the benchmarks (docs/method.md §9).
 
 Each dataset returns ``{"image": uint8 H x W x 3 RGB, "label": uint8 H x W, "id": str}``
 with the label already *reduced* (VOC / Context-59: 0 -> 255, k -> k - 1; COCO-Stuff

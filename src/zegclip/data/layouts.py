@@ -1,4 +1,4 @@
-"""Where each prepared dataset keeps its files under the data root (SPEC sec. 9).
+"""Where each prepared dataset keeps its files under the data root (docs/method.md §9).
 
 The one description of the on-disk layouts (those of mmsegmentation 0.x), used by the
 readers (:mod:`zegclip.data.datasets`), the preparers (:mod:`zegclip.data.prepare`), the

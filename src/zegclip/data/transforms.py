@@ -1,4 +1,4 @@
-"""Training and evaluation pipelines with mmsegmentation 0.x semantics (SPEC sec. 6-7).
+"""Training and evaluation pipelines with mmsegmentation 0.x semantics (docs/method.md §6-7).
 
 Built from albumentations 2.0.8 pieces plus small custom transforms for what it lacks:
 `RatioRangeRescale` (mmseg ``Resize(img_scale, ratio_range)``), `ClassRatioRandomCrop`
@@ -313,7 +313,7 @@ def train_transform(
     photometric: bool = True,
     normalize: bool = True,
 ) -> A.Compose:
-    """The released training pipeline (SPEC sec. 7), input uint8 RGB + reduced uint8 label.
+    """The released training pipeline (docs/method.md §7), input uint8 RGB + reduced uint8 label.
 
     Steps: rescale -> class-ratio crop -> [label_lut] -> flip -> photometric -> normalise
     -> pad bottom/right to the crop (image 0, label 255) -> tensors.
@@ -355,7 +355,7 @@ def train_transform(
 
 
 def eval_transform(short_side: int = 512, *, normalize: bool = True) -> A.Compose:
-    """Test pipeline (SPEC sec. 6): short side -> ``short_side``, normalise, tensors.
+    """Test pipeline (docs/method.md §6): short side -> ``short_side``, normalise, tensors.
 
     The label is NOT resized (evaluation happens at the original size); it comes back
     as an int64 tensor of the original H x W.

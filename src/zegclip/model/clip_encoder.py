@@ -2,7 +2,7 @@
 
 We wrap open_clip's ``VisionTransformer`` and call its own modules (``conv1``,
 ``class_embedding``, ``positional_embedding``, ``ln_pre``, ``transformer.resblocks[i]``,
-``ln_post``, ``proj``); nothing of CLIP is re-implemented (SPEC sec. 2).
+``ln_post``, ``proj``); nothing of CLIP is re-implemented (docs/method.md §2).
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def run_block(
 
 
 class PromptedVisionEncoder(nn.Module):
-    """Frozen CLIP ViT with deep visual prompts (SPEC sec. 2).
+    """Frozen CLIP ViT with deep visual prompts (docs/method.md §2).
 
     Token order inside the sequence: [cls, prompts, patches]. Prompts are inserted after
     ``ln_pre`` and replaced before every block; ``prompt_norm`` (trainable) precedes

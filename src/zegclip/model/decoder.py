@@ -1,4 +1,4 @@
-"""Relationship descriptor and the light attention-mask decoder (SPEC sec. 4)."""
+"""Relationship descriptor and the light attention-mask decoder (docs/method.md §4)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class AttentionMaskDecoder(nn.Module):
 
     Only the last layer's attention scores reach the prediction, so the last layer
     is just its q/k maps: its value path, projection, feed-forward and norms could
-    never change the output (SPEC sec. 4).
+    never change the output (docs/method.md §4).
 
     Arguments:
         dim: embedding width D.

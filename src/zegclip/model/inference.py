@@ -1,4 +1,4 @@
-"""Whole-image and sliding-window inference, seen-class calibration (SPEC sec. 6 and 10)."""
+"""Whole-image and sliding-window inference, seen-class calibration (docs/method.md §6 and §10)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 def short_side_size(height: int, width: int, short_side: int = 512) -> tuple[int, int]:
     """Test-time size (H', W'): short side exactly ``short_side``, aspect kept, long side not
-    capped; each side int(side * short_side / short + 0.5) (SPEC sec. 6).
+    capped; each side int(side * short_side / short + 0.5) (docs/method.md §6).
 
     The one test-size rule, (height, width) in and out: evaluation's ``ShortSideResize`` and
     `zegclip.segment` both size through ``zegclip.segmentation.inference_size``, which calls it.
@@ -24,7 +24,7 @@ def short_side_size(height: int, width: int, short_side: int = 512) -> tuple[int
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
-    """Start offsets along one axis; the last window touches the border (SPEC sec. 10)."""
+    """Start offsets along one axis; the last window touches the border (docs/method.md §10)."""
     count = max(length - crop + stride - 1, 0) // stride + 1
     return [max(min(i * stride, length - crop), 0) for i in range(count)]
 

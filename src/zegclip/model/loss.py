@@ -1,4 +1,4 @@
-"""Focal + dice loss over per-class binary masks, and transductive pseudo labels (SPEC sec. 5)."""
+"""Focal + dice loss over per-class binary masks, and transductive pseudo labels (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ class DeepPrompts(nn.Module):
 
     ``prompt_embeddings`` (1 x N x W) feed layer 0, ``deep_prompt_embeddings``
     ((L - 1) x N x W) feed layers 1..L-1. Every set goes through the one shared
-    ``prompt_proj`` (Linear W -> W) and dropout before insertion (SPEC sec. 2).
+    ``prompt_proj`` (Linear W -> W) and dropout before insertion (docs/method.md §2).
     """
 
     def __init__(self, *, width: int, num_layers: int, num_tokens: int, patch_size: int, dropout: float = 0.1) -> None:

@@ -1,4 +1,4 @@
-"""Class embeddings from the frozen CLIP text tower (SPEC sec. 3)."""
+"""Class embeddings from the frozen CLIP text tower (docs/method.md §3)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ class TextEncoder(nn.Module):
         """Class embeddings C x D, L2-normalised, float32.
 
         With several templates each prompt's embedding is normalised, the mean taken
-        per class and normalised again (SPEC sec. 3).
+        per class and normalised again (docs/method.md §3).
         """
         templates = resolve_templates(templates)
         names = tuple(class_names)

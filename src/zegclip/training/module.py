@@ -21,7 +21,7 @@ SCALAR_METRICS = ("pAcc", "mIoU", "mIoU_seen", "mIoU_unseen", "hIoU")
 
 
 class ZegCLIPModule(L.LightningModule):
-    """Trains and evaluates ZegCLIP in one of the three settings (SPEC sec. 1, 5, 7, 10).
+    """Trains and evaluates ZegCLIP in one of the three settings (docs/method.md §1 and §5, 7, 10).
 
     Args:
         model: keyword arguments of :func:`zegclip.build_zegclip`; stored in the checkpoint,
@@ -35,9 +35,9 @@ class ZegCLIPModule(L.LightningModule):
         scheduler: ``warmup_steps``, ``warmup_ratio``, ``power``, ``min_lr``.
         loss: keyword arguments of :class:`ZegCLIPCriterion`.
         calibration_shift: subtracted from seen-class scores of inductive models.
-        eval_mode, crop, stride, window_batch: test-time inference (SPEC sec. 6).
+        eval_mode, crop, stride, window_batch: test-time inference (docs/method.md §6).
         cross_dataset: evaluation on another dataset's vocabulary: every class is seen and
-            nothing is calibrated (SPEC sec. 9); hIoU is then undefined (NaN).
+            nothing is calibrated (docs/method.md §9); hIoU is then undefined (NaN).
         init_from: a checkpoint (ours, a training ``.ckpt`` or the authors' ``.pth``) whose
             trainable weights start this run, e.g. the inductive model for transductive.
         trainable_only_checkpoints: save only the trainable weights (plus the CLIP name and
@@ -95,8 +95,8 @@ class ZegCLIPModule(L.LightningModule):
             "seen_mask", torch.tensor([calibrate and c in seen for c in range(info.num_classes)]), persistent=False
         )
         self.criterion = ZegCLIPCriterion(**(loss or {}))
-        self.val_metrics = SegMetrics(info.num_classes, seen, unseen)
-        self.test_metrics = SegMetrics(info.num_classes, seen, unseen)
+        self.val_metrics = SegMetrics(info.num_classes, seen, unseen, ignore_index=info.ignore_index)
+        self.test_metrics = SegMetrics(info.num_classes, seen, unseen, ignore_index=info.ignore_index)
         self.strict_loading = not trainable_only_checkpoints
 
     # --- vocabulary -----------------------------------------------------------------------

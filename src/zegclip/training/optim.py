@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the released ZegCLIP configs (SPEC sec. 7); pure torch.
+"""Optimiser and learning-rate schedule of the released ZegCLIP configs (docs/method.md §7); pure torch.
 
 AdamW at lr 2e-4 and weight decay 0.01 for every trainable tensor, with mmcv's poly schedule
 (power 0.9, floor 1e-6) and a linear warm-up over the first 1,500 iterations, stepped once
@@ -29,7 +29,7 @@ def build_param_groups(model: nn.Module, lr: float = 2e-4, weight_decay: float =
     on norm keys, but mmcv tries the custom keys longest first and stops at the first one the
     parameter name contains; every trainable name contains ``backbone`` or ``head``, which
     are tried before the norm keys, so the no-decay rule never reaches a trainable tensor and
-    norms and biases are decayed like everything else. We reproduce that (SPEC sec. 7).
+    norms and biases are decayed like everything else. We reproduce that (docs/method.md §7).
 
     Frozen parameters (``requires_grad=False``, e.g. the CLIP towers) are left out, so the
     optimiser holds no state for them. Tensors are grouped by the model's top-level child
@@ -83,7 +83,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`build_param_groups` (SPEC sec. 7 defaults)."""
+    """AdamW over :func:`build_param_groups` (docs/method.md §7 defaults)."""
     groups = build_param_groups(model, lr=lr, weight_decay=weight_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 

@@ -1,4 +1,4 @@
-"""Build the on-disk dataset layouts of SPEC sec. 9 from the raw downloads.
+"""Build the on-disk dataset layouts of docs/method.md §9 from the raw downloads.
 
 Usage::
 

@@ -69,7 +69,7 @@ OFFICIAL_COUNTS: dict[str, dict[str, int]] = {
     "coco_stuff": {"train2017": 118287, "val2017": 5000},
     "context": {"train": 4996, "val": 5104},
 }
-"""Images per split of the full datasets (SPEC sec. 9)."""
+"""Images per split of the full datasets (docs/method.md §9)."""
 
 
 class PrepareError(ZegCLIPError):

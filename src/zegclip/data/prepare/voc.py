@@ -41,7 +41,7 @@ def _convert_sbd(mat_path: str, out_path: str) -> None:
 
 
 def voc_lists(voc_train: Iterable[str], voc_val: Iterable[str], sbd_full: Iterable[str]) -> dict[str, list[str]]:
-    """The VOC split lists (sorted): train, val, aug and trainaug (SPEC sec. 9)."""
+    """The VOC split lists (sorted): train, val, aug and trainaug (docs/method.md §9)."""
     train, val, full = set(voc_train), set(voc_val), set(sbd_full)
     return {
         "train": sorted(train),
