@@ -30,8 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zegclip.data.classes import DATASETS
 from zegclip.model import ZegCLIP
-from zegclip.model.inference import calibrate, short_side_size
-from zegclip.model.loss import upsample
+from zegclip.model.inference import short_side_size
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -354,35 +353,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
-def upsampled_labels(
-    scores: torch.Tensor, size: tuple[int, int], seen_mask: Sequence[bool] | None = None, shift: float = 0.1
-) -> torch.Tensor:
-    """argmax over classes of calibrate(upsample(scores)) at ``size``, a few classes at a time.
-
-    Same labels as ``model.predict(..., output_size=size).argmax(1)`` (upsampling and the
-    calibration act per class; ties go to the lower index) without holding C x H x W.
-
-    Args:
-        scores: C x h x w uncalibrated scores at the test scale.
-        size: (H, W) of the labels.
-    """
-    step = max(1, _LABEL_CHUNK // (size[0] * size[1]))
-    mask = None if seen_mask is None else torch.as_tensor(list(seen_mask), dtype=torch.bool)
-    best = labels = None
-    for first in range(0, scores.shape[0], step):
-        chunk = upsample(scores[None, first : first + step].float(), size)
-        chunk = calibrate(chunk, None if mask is None else mask[first : first + step], shift)[0]
-        index = chunk.argmax(0)
-        value = chunk.gather(0, index[None])[0]
-        if best is None:
-            best, labels = value, index
-        else:
-            better = value > best  # strictly: a tie keeps the earlier class, as argmax does
-            best = torch.where(better, value, best)
-            labels = torch.where(better, index + first, labels)
-    return labels
-
-
 def segment_batch(
     model: ZegCLIP,
     images: Sequence[ImageInput],
@@ -430,9 +400,8 @@ def segment_batch(
             if keep_scores:  # as the evaluation does: scores resized to the original size, then calibrated
                 scores = model.predict(inputs, class_embeds, mask, output_size=size, **windows)  # B x C x H x W
                 labels = [image_scores.argmax(0) for image_scores in scores]
-            else:
-                scores = model.predict(inputs, class_embeds, None, **windows)  # B x C x H' x W', uncalibrated
-                labels = [upsampled_labels(image_scores, size, mask) for image_scores in scores]
+            else:  # a few classes at a time: memory bounded for any vocabulary and image size
+                labels = model.predict_labels(inputs, class_embeds, mask, output_size=size, **windows)  # B x H x W
         for b, image_labels in enumerate(labels):
             image_scores = scores[b].float().cpu() if keep_scores else None
             yield SegmentResult(image_labels.cpu().numpy().astype(np.int64), image_scores, names, note)

@@ -96,3 +96,39 @@ def test_wrong_checkpoint_kind_is_named(tmp_path):
         load_model(path)
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("mode", ["slide", "whole"])
+def test_predict_labels_in_class_chunks_equals_argmax_of_predict(tiny_model, mode, monkeypatch):
+    """Classes scored a chunk at a time, the encoder run once: the argmax of all scores."""
+    import zegclip.model.loss as loss_module
+    import zegclip.model.zegclip as zegclip_module
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 80, 112)
+    embeds = tiny_model.encode_text([f"class {i}" for i in range(7)])
+    seen = [i % 2 == 0 for i in range(7)]
+    options = {"mode": mode, "crop": 64, "stride": 48, "output_size": (50, 70)}
+    scores = tiny_model.predict(images, embeds, seen, **options)
+
+    encoder_calls, widest = [], []
+    encoder, upsample = tiny_model.image_encoder.forward, zegclip_module.upsample
+    monkeypatch.setattr(tiny_model.image_encoder, "forward", lambda x: encoder_calls.append(1) or encoder(x))
+    monkeypatch.setattr(zegclip_module, "upsample", lambda s, size: widest.append(s.shape[1]) or upsample(s, size))
+    labels = tiny_model.predict_labels(images, embeds, seen, class_chunk=3, **options)
+    assert labels.shape == (2, 50, 70) and max(widest) == 3  # never more than 3 classes at full size
+    windows = 1 if mode == "whole" else 4
+    assert len(encoder_calls) == -(-2 * windows // 8)  # the encoder ran once per window batch, not per chunk
+    top2 = scores.topk(2, dim=1).values
+    clear = top2[:, 0] - top2[:, 1] > 1e-6  # no rounding difference can flip these
+    assert clear.float().mean() > 0.5
+    assert torch.equal(labels[clear], scores.argmax(1)[clear])
+    assert loss_module.upsample is upsample  # only the model's reference was wrapped
+
+
+def test_predict_labels_ties_go_to_the_first_class(tiny_model):
+    """The same two classes twice, in two chunks computed alike: every pixel takes the first copy."""
+    images = torch.randn(1, 3, 64, 64)
+    embeds = tiny_model.encode_text(["cat", "dog"])
+    labels = tiny_model.predict_labels(images, torch.cat([embeds, embeds]), mode="whole", class_chunk=2)
+    assert set(labels.unique().tolist()) <= {0, 1}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("zegclip.training.train", "train (Hydra overrides: experiment=voc_inductive ...)"),
     "eval": ("zegclip.training.eval", "evaluate a checkpoint (experiment=... checkpoint=PATH)"),
+    "suite": ("zegclip.training.suite", "evaluate a checkpoint on the open-vocabulary benchmarks, one table"),
     "predict": ("zegclip.cli.predict", "segment images with any vocabulary"),
     "prepare": ("zegclip.cli.prepare", "prepare a dataset from its raw archives"),
     "verify": ("zegclip.cli.verify", "check a prepared dataset before training"),

@@ -5,6 +5,7 @@ The class alone; :mod:`zegclip.model.build` builds it, and reads checkpoints.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 """The released pipeline normalises RGB 0..255 images with these (not CLIP's own)."""
 
 CHECKPOINT_FORMAT = "zegclip"
+_SCORE_BUDGET = 1 << 24
+"""Score values `ZegCLIP.predict_labels` holds at once by default (64 MB in fp32)."""
 
 
 @dataclass
@@ -89,8 +92,18 @@ class ZegCLIP(nn.Module):
     def forward(self, images: torch.Tensor, class_embeddings: torch.Tensor) -> ZegCLIPOutput:
         """Normalised images B x 3 x H x W and class embeddings C x D -> mask logits."""
         global_embed, patch_embeds = self.image_encoder(images)  # B x D, B x D x h x w (fp32)
+        return self.decode(global_embed, patch_embeds, class_embeddings)
+
+    def decode(
+        self, global_embed: torch.Tensor, patch_embeds: torch.Tensor, class_embeddings: torch.Tensor
+    ) -> ZegCLIPOutput:
+        """Image embeddings (B x D, B x D x h x w) and class embeddings C x D -> mask logits.
+
+        Each class query attends only to the image (no self-attention among classes), so
+        the classes can be decoded in any grouping with the same result.
+        """
         # the decoder is small: run it in fp32 under any autocast so scores stay exact
-        with torch.autocast(images.device.type, enabled=False):
+        with torch.autocast(patch_embeds.device.type, enabled=False):
             queries = self.relationship(class_embeddings.float(), global_embed)  # B x C x D
             layer_logits = self.decoder(queries, patch_embeds)  # each B x C x h x w
         return ZegCLIPOutput(layer_logits[-1], layer_logits, global_embed, patch_embeds)
@@ -134,6 +147,69 @@ class ZegCLIP(nn.Module):
         if seen_mask is not None:
             seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
         return calibrate(scores, seen_mask, shift)
+
+    @torch.no_grad()
+    def predict_labels(
+        self,
+        images: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        seen_mask: torch.Tensor | Sequence[bool] | None = None,
+        mode: str = "slide",
+        crop: int = 512,
+        stride: int = 426,
+        *,
+        output_size: tuple[int, int] | None = None,
+        window_batch: int = 8,
+        shift: float = 0.1,
+        class_chunk: int | None = None,
+    ) -> torch.Tensor:
+        """``predict(...).argmax(1)``, B x H x W int64, in memory bounded for any vocabulary.
+
+        The classes are scored ``class_chunk`` at a time (default: as many as fit 2**24
+        score values at the output size, 64 MB) and only the running best score and class
+        per pixel are kept; the image encoder runs once, its outputs reused for every
+        chunk. Ties go to the lower class index, as with ``argmax``. For 847 classes on a
+        512 x 683 image this holds about 70 MB of scores instead of 2.4 GB.
+        """
+        num_classes = class_embeddings.shape[0]
+        size = output_size or tuple(images.shape[-2:])
+        chunk = class_chunk or max(1, _SCORE_BUDGET // (images.shape[0] * size[0] * size[1]))
+        if num_classes <= chunk:
+            return self.predict(
+                images, class_embeddings, seen_mask, mode, crop, stride,
+                output_size=output_size, window_batch=window_batch, shift=shift,
+            ).argmax(1)  # fmt: skip
+        seen = None if seen_mask is None else torch.as_tensor(seen_mask, dtype=torch.bool)
+        encoded: list[tuple[torch.Tensor, torch.Tensor]] = []  # encoder outputs, in call order
+
+        def scores_of(embeds: torch.Tensor) -> torch.Tensor:
+            calls = itertools.count()
+
+            def score_fn(x: torch.Tensor) -> torch.Tensor:
+                call = next(calls)
+                if call == len(encoded):  # first chunk: run the encoder and keep what it gives
+                    encoded.append(self.image_encoder(x))
+                logits = self.decode(*encoded[call], embeds).logits
+                return logits_to_scores(logits, x.shape[-2:])
+
+            if mode == "whole":
+                return score_fn(images)
+            if mode == "slide":
+                return slide_inference(score_fn, images, crop=crop, stride=stride, window_batch=window_batch)
+            raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+
+        best = labels = None
+        for first in range(0, num_classes, chunk):
+            scores = upsample(scores_of(class_embeddings[first : first + chunk]), size)  # B x K x H x W
+            scores = calibrate(scores, None if seen is None else seen[first : first + chunk], shift)
+            value, index = scores.max(1)  # first maximum within the chunk
+            if best is None:
+                best, labels = value, index
+            else:
+                better = value > best  # strictly: a tie keeps the earlier class
+                best = torch.where(better, value, best)
+                labels = torch.where(better, index + first, labels)
+        return labels
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the tensors that train (prompts, prompt norm, descriptor, decoder)."""

@@ -10,18 +10,18 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from zegclip.model import load_model
+from zegclip.model import ZegCLIP, load_model
 from zegclip.training.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Metrics of ``cfg.checkpoint`` on ``cfg.split`` of the configured dataset."""
+def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float]:
+    """Metrics of ``cfg.checkpoint`` (or of an already loaded ``network``) on ``cfg.split``."""
     validate_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     save_resolved(cfg, cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.check_root()
-    network = load_model(cfg.checkpoint)
+    network = network if network is not None else load_model(cfg.checkpoint)
     # the module is configured by this config (dataset, setting, inference); the network
     # architecture and weights come from the checkpoint, built once
     module = hydra.utils.instantiate(cfg.module, model=network.config, network=network, init_from=None, _convert_="all")

@@ -45,6 +45,8 @@ class ZegCLIPModule(L.LightningModule):
         cpu_attention_backward: ``flash`` (PyTorch's) or ``compiled`` (about 30% faster per
             encoder attention backward when training on CPU; compiles once, needs a C++
             compiler); GPUs always use PyTorch's.
+        class_chunk: classes scored at once in evaluation (None: as many as fit 64 MB of
+            scores at the image's size); bounds memory for 459- and 847-class vocabularies.
         network: an already built ZegCLIP (e.g. loaded by ``zegclip.eval``) used instead of
             building one from ``model``, which must then be its ``config``; not a hyperparameter.
     """
@@ -68,6 +70,7 @@ class ZegCLIPModule(L.LightningModule):
         init_from: str | None = None,
         trainable_only_checkpoints: bool = False,
         cpu_attention_backward: str = "flash",
+        class_chunk: int | None = None,
         network: ZegCLIP | None = None,
     ) -> None:
         super().__init__()
@@ -142,7 +145,7 @@ class ZegCLIPModule(L.LightningModule):
     def predict_labels(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Sliding-window (or whole) calibrated prediction resized to ``size``: B x H x W."""
         hp = self.hparams
-        scores = self.model.predict(
+        return self.model.predict_labels(  # a chunk of classes at a time: bounded memory for 847 classes
             images,
             self.class_embeddings(train=False),
             seen_mask=self.seen_mask if self.seen_mask.any() else None,
@@ -152,8 +155,8 @@ class ZegCLIPModule(L.LightningModule):
             window_batch=hp.window_batch,
             shift=hp.calibration_shift,
             output_size=size,
+            class_chunk=hp.get("class_chunk"),
         )
-        return scores.argmax(dim=1)
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegMetrics) -> torch.Tensor:
         labels = batch["label"]  # B x H x W at the original size
