@@ -56,8 +56,9 @@ def scores_from_confmat(confmat: Tensor, seen_ids: Sequence[int], unseen_ids: Se
         unseen_ids: classes averaged into ``mIoU_unseen``.
 
     Returns:
-        ``pAcc``, ``mIoU``, ``mIoU_seen``, ``mIoU_unseen``, ``hIoU`` (scalars) and ``IoU_per_class``
-        (C), all float32 in percent. A class with empty union has IoU NaN and is left out of every
+        ``pAcc``, ``mIoU``, ``mIoU_seen``, ``mIoU_unseen``, ``hIoU`` (scalars), ``IoU_per_class``
+        and ``pixel_share_per_class`` (each class's share of the labelled pixels) (C), all float32
+        in percent. A class with empty union has IoU NaN and is left out of every
         mean; a mean over no valid class is NaN, and hIoU is NaN when either mean is NaN
         (in particular when ``unseen_ids`` is empty). hIoU is 0 when both means are 0.
     """
@@ -82,6 +83,7 @@ def scores_from_confmat(confmat: Tensor, seen_ids: Sequence[int], unseen_ids: Se
         "mIoU_unseen": unseen,
         "hIoU": hiou,
         "IoU_per_class": iou,
+        "pixel_share_per_class": gt_area / total if total > 0 else torch.full_like(gt_area, math.nan),
     }
     return {key: (100 * value).float() for key, value in result.items()}
 

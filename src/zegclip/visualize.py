@@ -1,7 +1,7 @@
 """Colours, label images and overlays: the one palette of the package.
 
 Class ``c`` is drawn in PASCAL VOC colour ``c + 1`` (VOC's colour map without its black
-background entry), in label PNGs, overlays and W&B images alike; ignored pixels are black.
+background entry), in label PNGs and overlays.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-from zegclip.constants import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from zegclip.segmentation import SegmentResult
@@ -71,10 +69,3 @@ def overlay_image(image: np.ndarray, result: SegmentResult, alpha: float = 0.5) 
         draw.rectangle((x, y + 2, x + line - 6, y + line - 4), fill=tuple(int(v) for v in colors[index[name]]))
         draw.text((x + line, y), text, fill="black", font=font)
     return canvas
-
-
-def colourise(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """H x W class indices -> H x W x 3 uint8 colours; ``IGNORE_INDEX`` pixels black."""
-    colours = np.concatenate([palette(num_classes), np.zeros((1, 3), np.uint8)])  # classes, then ignored
-    index = np.where(labels == IGNORE_INDEX, num_classes, np.minimum(labels, num_classes - 1))
-    return colours[index]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
+
 from tests.helpers.configs import TINY_DEMO
+from tests.helpers.wandb_records import read_run
+from zegclip.data.classes import SYNTHETIC_CLASSES
 from zegclip.training.loggers import wandb_logger
 from zegclip.training.train import train
 
@@ -29,12 +34,30 @@ def test_no_api_key_falls_back_to_offline(monkeypatch, tmp_path, capsys):
     assert "no API key" in capsys.readouterr().out
 
 
-def test_training_with_wandb_logger_offline(compose_cfg, tmp_path, monkeypatch):
+def test_wandb_run_shows_segmentation_with_class_names(compose_cfg, tmp_path, monkeypatch):
+    """What an offline run wrote, read back: mask overlays with class names, the seen/unseen
+    IoU table, the best score in the summary, the resolved config in the config panel."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_cfg(
         "train", [*TINY_DEMO, "logger=wandb", "trainer.max_steps=4", "eval_every=2", "module.scheduler.warmup_steps=1"]
     )
     metrics = train(cfg)
-    assert "val/hIoU" in metrics
-    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
-    assert runs and any(runs[0].rglob("*.wandb"))
+    (run_dir,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    run = read_run(run_dir)
+    names = {str(i): name for i, name in enumerate(SYNTHETIC_CLASSES)} | {"255": "ignored"}
+    labels = run["config"]["_wandb"]["mask/class_labels"]
+    for mask in ("predictions", "ground_truth"):
+        assert labels[f"val/examples_wandb_delimeter_{mask}"]["value"] == names
+    examples = [row for row in run["history"] if "val/examples/all_masks" in row]
+    assert len(examples) == 2 and len(examples[-1]["val/examples/all_masks"]) == 3  # 3 validation images
+    assert {"predictions", "ground_truth"} == set(examples[-1]["val/examples/all_masks"][0])
+    table = sorted(run_dir.rglob("IoU_per_class_*.table.json"), key=lambda p: p.stat().st_mtime)[-1]
+    content = json.loads(table.read_text())
+    assert content["columns"] == ["class", "IoU", "split", "pixel share (%)"]
+    assert [row[2] for row in content["data"]] == ["seen"] * 4 + ["unseen"] * 2
+    assert sum(row[3] for row in content["data"]) == pytest.approx(100, abs=1e-3)
+    best = max(row["val/hIoU"] for row in run["history"] if "val/hIoU" in row)
+    assert run["summary"]["best/val/hIoU"] == pytest.approx(best)
+    assert run["summary"]["best/step"] in (2, 4)
+    assert run["config"]["setting"] == "inductive" and run["config"]["data"]["dataset"] == "synthetic"
+    assert metrics["val/hIoU"] == pytest.approx(run["summary"]["val/hIoU"])

@@ -362,3 +362,14 @@ def test_logs_that_are_not_a_terminal_get_plain_progress_lines(trained, compose_
     steps = re.findall(r"^step (\d+)/4 .*loss [\d.]+ .* s/step$", log, re.M)
     assert steps == ["2", "4"], log[-2000:]
     assert "it/s]" not in log and "\r" not in log  # no tqdm bar redrawn into the file
+
+
+def test_training_ends_with_a_shareable_model_folder(trained):
+    out, metrics, _ = trained
+    model = load_model(out / "model")  # safetensors + config.json, no pickle
+    best = load_model(next((out / "checkpoints").glob("best_step*.ckpt")))
+    assert all(torch.equal(v, best.state_dict()[k]) for k, v in model.state_dict().items())
+    assert model.metadata["dataset"] == "synthetic" and model.metadata["setting"] == "inductive"
+    assert model.metadata["unseen"] == ["magenta stripes", "cyan checkerboard"]
+    assert model.metadata["metrics"]["val/hIoU"] == pytest.approx(metrics["val/hIoU"])
+    assert "Unseen classes (2): magenta stripes, cyan checkerboard" in (out / "model" / "README.md").read_text()

@@ -34,6 +34,7 @@ from zegclip.model.official import (
     is_official,
     official_config,
 )
+from zegclip.model.pretrained import is_pretrained_source, read_pretrained, resolve_folder
 from zegclip.model.text import TextEncoder
 from zegclip.model.zegclip import CHECKPOINT_FORMAT, ZegCLIP
 
@@ -246,7 +247,18 @@ def _ours(payload: dict[str, Any], path: str | os.PathLike) -> CheckpointContent
 def read_checkpoint(
     path: str | os.PathLike, *, map_location: str | torch.device = "cpu", decoder_heads: int = 8
 ) -> CheckpointContents:
-    """Read any supported checkpoint without building a model (``weights_only`` loading)."""
+    """Read any supported checkpoint without building a model (``weights_only`` or safetensors).
+
+    ``path``: a ``ZegCLIP.save`` file, a training ``.ckpt``, an authors' ``.pth``, a folder
+    written by ``model.save_pretrained`` or an ``hf-hub:org/name`` holding one.
+    """
+    if is_pretrained_source(path):
+        try:
+            config, state, info = read_pretrained(resolve_folder(path))
+        except (ValueError, FileNotFoundError) as err:
+            raise CheckpointError(str(err)) from err
+        state = {k: v.to(map_location) for k, v in state.items()}
+        return CheckpointContents(config, state, "image_encoder.visual.conv1.weight" in state, info, "pretrained")
     payload = torch_load(path, map_location)
     if is_official(payload):
         return _official(payload, path, decoder_heads)
@@ -318,7 +330,8 @@ def load_official_checkpoint(
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", **overrides: Any) -> ZegCLIP:
-    """Any checkpoint: ours (``ZegCLIP.save``), a training ``.ckpt`` or the authors' ``.pth``.
+    """Any checkpoint: ours (``ZegCLIP.save``), a training ``.ckpt``, the authors' ``.pth``, a
+    ``save_pretrained`` folder or an ``hf-hub:org/name`` (huggingface_hub's cache and download).
 
     Full checkpoints need no network and no CLIP cache. ``overrides`` change build
     arguments (e.g. ``prompt_dropout``, or ``decoder_heads`` of an authors' file, which

@@ -19,6 +19,7 @@ from zegclip.model.clip_encoder import PromptedVisionEncoder
 from zegclip.model.decoder import AttentionMaskDecoder, RelationshipDescriptor
 from zegclip.model.inference import calibrate, logits_to_scores, slide_inference
 from zegclip.model.loss import upsample
+from zegclip.model.pretrained import push_to_hub, write_pretrained
 from zegclip.model.text import SINGLE_TEMPLATE, TextEncoder
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -233,6 +234,22 @@ class ZegCLIP(nn.Module):
         }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, path)
+
+    def save_pretrained(self, folder: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
+        """Write a shareable folder: ``model.safetensors``, ``config.json``, model card ``README.md``.
+
+        ``info`` (``dataset``, ``setting``, ``class_names``, ``unseen``, ``metrics``) goes into
+        the card and ``config.json``. ``zegclip.load_model(folder)`` reads it back, offline.
+        """
+        return write_pretrained(self, folder, info)
+
+    def push_to_hub(self, repo_id: str, info: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """Upload the ``save_pretrained`` folder to the Hugging Face Hub as ``repo_id``; returns its URL.
+
+        Load it anywhere with ``zegclip.load_model("hf-hub:" + repo_id)``. ``kwargs``:
+        ``private``, ``token``, ``commit_message``.
+        """
+        return push_to_hub(self, repo_id, info, **kwargs)
 
     def load_weights(
         self, state: dict[str, torch.Tensor], *, trainable_only: bool = False, source: str = "state"

@@ -17,18 +17,24 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model.zegclip import PIXEL_MEAN, PIXEL_STD
-from zegclip.visualize import colourise
 
 
 class LogValidationImages(L.Callback):
-    """At each validation, log a few images with predicted and true masks and the IoU table.
+    """W&B at each validation: examples with segmentation overlays, the per-class IoU table, the best score.
+
+    - ``val/examples``: a few validation images with W&B's own mask overlays for the
+      prediction and the ground truth, each labelled with the class names (toggle them in the
+      dashboard);
+    - ``val/IoU_per_class``: class, IoU, seen/unseen, share of labelled pixels;
+    - the run summary's ``best/<monitor>`` and ``best/step``.
 
     Does nothing unless a ``WandbLogger`` is attached.
     """
 
     def __init__(self, num_images: int = 4) -> None:
         self.num_images = num_images
-        self.samples: list[np.ndarray] = []
+        self.samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.best: float | None = None
 
     @staticmethod
     def _wandb(trainer: L.Trainer) -> WandbLogger | None:
@@ -44,24 +50,56 @@ class LogValidationImages(L.Callback):
         image = batch["image"][:1].float().cpu()
         image = image * torch.tensor(PIXEL_STD).view(1, 3, 1, 1) + torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
         image = torch.nn.functional.interpolate(image, size=labels.shape, mode="bilinear", align_corners=False)
-        image = image[0].permute(1, 2, 0).clamp(0, 255).byte().numpy()
-        count = len(module.class_names)
-        row = [image, 0.5 * image + 0.5 * colourise(preds, count), 0.5 * image + 0.5 * colourise(labels, count)]
-        self.samples.append(np.concatenate(row, axis=1).astype(np.uint8))
+        self.samples.append((image[0].permute(1, 2, 0).clamp(0, 255).byte().numpy(), preds, labels))
+
+    @staticmethod
+    def class_labels(module: L.LightningModule) -> dict[int, str]:
+        """Mask value -> name for W&B, the ignored value included."""
+        names = {i: name for i, name in enumerate(module.class_names)}
+        return names | {int(module.val_metrics.ignore_index): "ignored"}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         wandb = self._wandb(trainer)
         if wandb is None or not trainer.is_global_zero:
             return
+        step = trainer.global_step
         if self.samples:
-            captions = ["image | prediction | ground truth"] * len(self.samples)
-            wandb.log_image("val/examples", self.samples, step=trainer.global_step, caption=captions)
+            names = self.class_labels(module)
+            masks = [
+                {
+                    "predictions": {"mask_data": pred, "class_labels": names},
+                    "ground_truth": {"mask_data": truth, "class_labels": names},
+                }
+                for _, pred, truth in self.samples
+            ]
+            wandb.log_image("val/examples", [image for image, _, _ in self.samples], step=step, masks=masks)
         result = getattr(module, "last_eval", None)
         if result is not None:
-            iou = result["IoU_per_class"].tolist()
-            rows = [[name, value] for name, value in zip(module.class_names, iou, strict=True)]
-            wandb.log_table("val/IoU_per_class", columns=["class", "IoU"], data=rows, step=trainer.global_step)
+            self._log_table(wandb, module, result, step)
+            self._update_best(wandb, trainer, step)
         self.samples = []
+
+    @staticmethod
+    def _log_table(wandb: WandbLogger, module: L.LightningModule, result: dict[str, Any], step: int) -> None:
+        unseen = set(module.val_metrics.unseen_ids)
+        iou, share = result["IoU_per_class"].tolist(), result["pixel_share_per_class"].tolist()
+        rows = [
+            [name, value, "unseen" if c in unseen else "seen", pixels]
+            for c, (name, value, pixels) in enumerate(zip(module.class_names, iou, share, strict=True))
+        ]
+        columns = ["class", "IoU", "split", "pixel share (%)"]
+        wandb.log_table("val/IoU_per_class", columns=columns, data=rows, step=step)
+
+    def _update_best(self, wandb: WandbLogger, trainer: L.Trainer, step: int) -> None:
+        checkpoint = trainer.checkpoint_callback
+        monitor = getattr(checkpoint, "monitor", None) or "val/hIoU"
+        value = trainer.callback_metrics.get(monitor)
+        if value is None or not bool(torch.isfinite(value)):
+            return
+        if self.best is None or float(value) > self.best:
+            self.best = float(value)
+            wandb.experiment.summary[f"best/{monitor}"] = self.best
+            wandb.experiment.summary["best/step"] = step
 
 
 class ProgressLog(L.Callback):

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from zegclip.model import ZegCLIP, load_model
 from zegclip.training.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
+from zegclip.training.loggers import finish_loggers
 
 
 def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float]:
@@ -27,8 +28,11 @@ def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float
     module = hydra.utils.instantiate(cfg.module, model=network.config, network=network, init_from=None, _convert_="all")
     trainer = build_trainer(cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test
-    run(module, datamodule=datamodule)
-    return write_metrics(trainer, cfg.paths.output_dir)
+    try:
+        run(module, datamodule=datamodule)
+        return write_metrics(trainer, cfg.paths.output_dir)
+    finally:
+        finish_loggers(trainer)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

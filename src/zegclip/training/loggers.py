@@ -41,3 +41,11 @@ def wandb_logger(project: str = "zegclip", save_dir: str = ".", offline: bool = 
             offline = True
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(project=project, save_dir=save_dir, offline=offline, **kwargs)
+
+
+def finish_loggers(trainer: Any) -> None:
+    """Close the W&B run a trainer logged to, so its last rows are written and the next run
+    in this process (a Hydra multirun job, a test) starts a run of its own."""
+    for logger in getattr(trainer, "loggers", []):
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()

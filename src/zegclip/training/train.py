@@ -5,12 +5,15 @@ Multirun: ``python -m zegclip.train -m experiment=voc_inductive model.num_prompt
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from zegclip.model.build import torch_load
+from zegclip.model.build import load_model, torch_load
 from zegclip.training.callbacks import interrupted
 from zegclip.training.config import (
     CONFIG_DIR,
@@ -21,6 +24,8 @@ from zegclip.training.config import (
     validate_config,
     write_metrics,
 )
+from zegclip.training.loggers import finish_loggers
+from zegclip.training.module import ZegCLIPModule
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -32,6 +37,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.check_root()
     module = hydra.utils.instantiate(cfg.module, _convert_="all")
     trainer = build_trainer(cfg)
+    for logger in trainer.loggers:  # the whole resolved config: W&B's config panel, CSV's hparams.yaml
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        return _fit_and_test(cfg, trainer, module, datamodule)
+    finally:
+        finish_loggers(trainer)
+
+
+def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ZegCLIPModule, datamodule: L.LightningDataModule):
     ckpt_path = resolve_ckpt_path(cfg, trainer)
     # every checkpoint is read weights_only: tensors and plain containers, never code
     if cfg.train:
@@ -44,7 +58,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if best:  # restored from a resumed file: checked like any checkpoint a user names
             torch_load(best, mmap=True)
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-    return write_metrics(trainer, cfg.paths.output_dir)
+    metrics = write_metrics(trainer, cfg.paths.output_dir)
+    if cfg.train and trainer.is_global_zero:
+        export_best(trainer, module, cfg, metrics)
+    return metrics
+
+
+def export_best(trainer: L.Trainer, module: ZegCLIPModule, cfg: DictConfig, metrics: dict[str, float]) -> Path | None:
+    """The run's best checkpoint as a shareable folder ``<output_dir>/model`` (safetensors, config, card)."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        return None
+    classes = list(module.class_names)
+    info = {
+        "dataset": cfg.data.dataset,
+        "setting": cfg.setting,
+        "class_names": classes,
+        "unseen": [classes[i] for i in module.val_metrics.unseen_ids],
+        "metrics": metrics,
+        "checkpoint": best,
+    }
+    folder = load_model(best).save_pretrained(Path(cfg.paths.output_dir) / "model", info)
+    rank_zero_info(f"best checkpoint ({Path(best).name}) written as a model folder: {folder}")
+    return folder
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -1,0 +1,205 @@
+"""Model folders people can pass around: ``model.safetensors`` + ``config.json`` + a model card.
+
+The folder (or a Hugging Face Hub repository holding it, named ``hf-hub:org/name``) is
+this package's shareable format: the weights are safetensors (no pickle, so loading runs
+no code), ``config.json`` holds every ``build_zegclip`` argument (the CLIP activation
+included) and what the model was trained on, and ``README.md`` is the model card.
+Writing lives here; :func:`zegclip.load_model` reads folders and hub names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from zegclip.model.zegclip import ZegCLIP
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+FORMAT = "zegclip-pretrained"
+FORMAT_VERSION = 1
+"""Bumped when the folder's meaning changes; a folder from a newer version is refused."""
+HUB_PREFIX = "hf-hub:"
+
+
+def _json_ready(value: Any) -> Any:
+    """Metadata as JSON: tensors become lists, paths strings; anything else unrepresentable is dropped."""
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in ((k, _json_ready(v)) for k, v in value.items()) if v is not _DROP}
+    if isinstance(value, list | tuple):
+        return [v for v in map(_json_ready, value) if v is not _DROP]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return _DROP
+
+
+_DROP = object()
+
+
+def model_card(config: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+    """The folder's ``README.md``: what the model is, where CLIP came from, what it learned, how to load it."""
+    clip = config.get("clip_model", "?")
+    source = config.get("pretrained") or "random or unrecorded weights"
+    activation = "QuickGELU" if config.get("quick_gelu") else "GELU"
+    classes = list(info.get("class_names", []))
+    unseen = set(info.get("unseen", []))
+    lines = [
+        "---",
+        "library_name: zegclip",
+        "tags: [zero-shot-segmentation, semantic-segmentation, clip, zegclip]",
+        "---",
+        "",
+        f"# ZegCLIP{' on ' + info['dataset'] if info.get('dataset') else ''}",
+        "",
+        "ZegCLIP (Zhou et al., CVPR 2023): a frozen CLIP ViT with deep visual prompts, a relationship "
+        "descriptor and an attention-mask decoder; it segments classes given by name, including classes "
+        "never labelled in training. Weights in `model.safetensors`, architecture in `config.json`.",
+        "",
+        f"- CLIP: `{clip}` from `{source}` ({activation}), {config.get('num_prompts', '?')} prompt tokens per layer, "
+        f"trained at {config.get('image_size', '?')} px",
+    ]
+    if info.get("dataset"):
+        lines.append(f"- Trained on: `{info['dataset']}`, {info.get('setting', '?')} setting")
+    if classes:
+        seen = [c for c in classes if c not in unseen]
+        lines.append(f"- Seen classes ({len(seen)}): {', '.join(seen)}")
+        if unseen:
+            lines.append(f"- Unseen classes ({len(unseen)}): {', '.join(c for c in classes if c in unseen)}")
+    metrics = info.get("metrics") or {}
+    if metrics:
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float)]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import zegclip",
+        "",
+        'model = zegclip.load_model("hf-hub:ORG/NAME")  # or the local folder',
+        'result = zegclip.segment(model, "photo.jpg", "cat; grass, lawn; sky")',
+        "```",
+        "",
+        'or `zegclip predict photos/ --checkpoint hf-hub:ORG/NAME --classes "cat; sky" --output out/`.',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_pretrained(model: ZegCLIP, folder: str | os.PathLike, info: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``folder``.
+
+    ``info`` describes the training (``dataset``, ``setting``, ``class_names``, ``unseen``,
+    ``metrics``); it defaults to ``model.metadata`` and is stored in ``config.json`` too.
+    Files are written to temporary names and renamed, so a folder is never half-written.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = _json_ready({**model.metadata, **(info or {})})
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": _json_ready(model.config), "info": info}
+    state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    files = {
+        WEIGHTS_NAME: lambda path: save_file(state, str(path), metadata={"format": FORMAT}),
+        CONFIG_NAME: lambda path: path.write_text(json.dumps(config, indent=2) + "\n"),
+        CARD_NAME: lambda path: path.write_text(model_card(config["config"], info)),
+    }
+    for name, write in files.items():
+        tmp = folder / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, folder / name)
+    return folder
+
+
+def push_to_hub(
+    model: ZegCLIP,
+    repo_id: str,
+    info: Mapping[str, Any] | None = None,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload ZegCLIP model",
+) -> str:
+    """Create (or reuse) the hub repository ``repo_id`` and upload the folder; returns its URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_pretrained(model, tmp, info)
+        api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+    return f"https://huggingface.co/{repo_id}"
+
+
+def is_pretrained_source(path: str | os.PathLike) -> bool:
+    """A folder, or an ``hf-hub:`` name."""
+    return str(path).startswith(HUB_PREFIX) or os.path.isdir(path)
+
+
+def resolve_folder(source: str | os.PathLike, cache_dir: str | None = None) -> Path:
+    """The local folder of a folder path or an ``hf-hub:org/name[@revision]`` name.
+
+    Hub names go through huggingface_hub's own download and cache (``HF_HUB_OFFLINE=1``:
+    the cached copy only). Raises FileNotFoundError with the reason.
+    """
+    text = str(source)
+    if not text.startswith(HUB_PREFIX):
+        return Path(text)
+    from huggingface_hub import snapshot_download
+
+    repo_id, _, revision = text[len(HUB_PREFIX) :].partition("@")
+    try:
+        files = [WEIGHTS_NAME, CONFIG_NAME, CARD_NAME]
+        folder = snapshot_download(repo_id, revision=revision or None, cache_dir=cache_dir, allow_patterns=files)
+    except Exception as err:  # offline without a cached copy, unknown repo, no network
+        raise FileNotFoundError(f"cannot get {text} from the Hugging Face Hub or its cache: {err}") from err
+    return Path(folder)
+
+
+def read_pretrained(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """(build config, state dict, info) of a folder; ValueError naming what is wrong with it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_path.is_file():
+        raise ValueError(f"{folder}: not a zegclip model folder (no {CONFIG_NAME})")
+    try:
+        payload = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err})") from err
+    if not isinstance(payload, dict):
+        payload = {}
+    if payload.get("format") != FORMAT:
+        kind = payload.get("model_type") or payload.get("architecture")
+        raise ValueError(
+            f"{config_path}: not a zegclip model folder (format {payload.get('format')!r}"
+            f"{f', a {kind} model' if kind else ''}); zegclip writes format {FORMAT!r} with model.save_pretrained"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path}: format version {version!r}, but this zegclip reads up to {FORMAT_VERSION}; "
+            "upgrade zegclip to load it"
+        )
+    if not weights_path.is_file():
+        raise ValueError(f"{folder}: {WEIGHTS_NAME} is missing")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:  # a pickle or anything else is not parsed, never run
+        raise ValueError(f"{weights_path}: not a readable safetensors file ({err})") from err
+    return dict(payload["config"]), state, dict(payload.get("info") or {})
