@@ -9,7 +9,7 @@ import sys
 import zegclip
 
 UPPER = ("zegclip.training", "zegclip.cli")
-ENTRY_MODULES = ("zegclip.__main__", "zegclip.train", "zegclip.eval", "zegclip.predict")
+ENTRY_MODULES = ("zegclip.__main__", "zegclip.train", "zegclip.eval", "zegclip.predict", "zegclip.demo")
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

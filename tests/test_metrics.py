@@ -41,7 +41,7 @@ EXPECTED_IOU = [60.0, 66.666667, math.nan, 33.333333, 0.0]
 
 
 def _check_hand_result(result: dict[str, torch.Tensor]) -> None:
-    assert set(result) == {*EXPECTED, "IoU_per_class"}
+    assert set(result) == {*EXPECTED, "IoU_per_class", "pixel_share_per_class"}
     for key, value in EXPECTED.items():
         assert result[key].item() == pytest.approx(value, rel=1e-6), key
     assert result["IoU_per_class"].tolist() == pytest.approx(EXPECTED_IOU, rel=1e-6, nan_ok=True)

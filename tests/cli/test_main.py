@@ -43,18 +43,13 @@ def _console(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
-def test_console_script_trains_and_evaluates_with_hydra_overrides(tmp_path: Path):
+def test_console_script_trains_with_hydra_overrides(tmp_path: Path):
     common = [*TINY_DEMO, f"paths.data_dir={tmp_path / 'data'}", "logger=none"]
     run = tmp_path / "run"
     result = _console("train", *common, "trainer.max_steps=2", "eval_every=2", f"paths.output_dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "metrics.json").is_file()
-    evaluated = tmp_path / "eval"
-    checkpoint = run / "checkpoints" / "last.ckpt"
-    result = _console("eval", *common, f"checkpoint={checkpoint}", f"paths.output_dir={evaluated}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (evaluated / "metrics.json").is_file()
-    bad = _console("train", "setting=semi", cwd=tmp_path)
+    bad = _console("eval", "setting=semi", "checkpoint=x.ckpt", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: setting='semi' is not valid")
 
 
@@ -62,8 +57,8 @@ def test_python_dash_m_routes_still_work():
     """Every tool also runs as ``python -m ...``, as before the single command existed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    routes = ["zegclip", "zegclip.eval", "zegclip.export", "zegclip.efficiency", "zegclip.data.verify"]
-    routes += ["zegclip.data.synthetic"]  # prepare and predict run as processes in their own tests
+    # train, predict and data.prepare run as processes in their own tests; these share one pattern
+    routes = ["zegclip", "zegclip.eval", "zegclip.export", "zegclip.data.verify"]
 
     def run(module: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)

@@ -93,7 +93,7 @@ def test_unknown_and_missing_keys_are_named(make_tiny_model, tmp_path):
         ("truncated", "truncated or corrupt"),
         (b"hello world\n", "not a PyTorch checkpoint"),
         (bytes(range(256)) * 4, "not a PyTorch checkpoint"),
-        ("folder", "is a folder, not a checkpoint file"),
+        ("folder", "not a zegclip model folder (no config.json)"),
     ],
     ids=["empty", "truncated", "text", "random_bytes", "folder"],
 )

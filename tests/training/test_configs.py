@@ -7,6 +7,7 @@ from pathlib import Path
 import hydra
 import pytest
 
+from zegclip.data.synthetic import write_synthetic_folder
 from zegclip.model.build import zegclip_tiny
 from zegclip.training.config import CONFIG_DIR, ConfigError, accumulation, build_trainer, validate_config
 
@@ -30,11 +31,15 @@ PAPER = {  # experiment: (dataset, setting, iterations, prompt tokens, templates
     "context_fully": ("context", "fully", 40000, 10, "ensemble"),
     "coco_to_voc": ("voc", "fully", None, 100, "single"),
     "coco_to_context": ("context60", "fully", None, 100, "ensemble"),
+    "coco_to_pc59": ("context", "fully", None, 100, "ensemble"),
+    "coco_to_pc459": ("pc459", "fully", None, 100, "ensemble"),
+    "coco_to_ade150": ("ade150", "fully", None, 100, "ensemble"),
+    "coco_to_ade847": ("ade847", "fully", None, 100, "ensemble"),
 }
 
 
 def test_every_experiment_is_listed():
-    assert set(EXPERIMENTS) == set(PAPER) | {"demo"}
+    assert set(EXPERIMENTS) == set(PAPER) | {"demo", "folder_demo"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -44,6 +49,8 @@ def test_experiment_composes_and_instantiates(name, compose_cfg, tmp_path):
     if entry == "eval":
         overrides.append(f"checkpoint={tmp_path / 'model.pt'}")
     cfg = compose_cfg(entry, overrides)
+    if name == "folder_demo":  # its classes come from the folder `zegclip synthetic --layout folder` writes
+        write_synthetic_folder(cfg.data.root, num_train=1, num_val=1, size=48)
     if "transductive" in name:  # starts from an inductive model with the same prompt count
         init = tmp_path / "inductive.pt"
         zegclip_tiny(num_prompts=cfg.model.num_prompts, decoder_ffn_dim=64).save(init)

@@ -43,7 +43,11 @@ def test_wandb_run_shows_segmentation_with_class_names(compose_cfg, tmp_path, mo
     )
     metrics = train(cfg)
     (run_dir,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
-    run = read_run(run_dir)
+    for _ in range(50):  # wandb's service may still be appending the last rows after finish()
+        run = read_run(run_dir)
+        if len([row for row in run["history"] if "val/examples/all_masks" in row]) == 2 and run["summary"]:
+            break
+        time.sleep(0.2)
     names = {str(i): name for i, name in enumerate(SYNTHETIC_CLASSES)} | {"255": "ignored"}
     labels = run["config"]["_wandb"]["mask/class_labels"]
     for mask in ("predictions", "ground_truth"):
@@ -56,6 +60,8 @@ def test_wandb_run_shows_segmentation_with_class_names(compose_cfg, tmp_path, mo
     assert content["columns"] == ["class", "IoU", "split", "pixel share (%)"]
     assert [row[2] for row in content["data"]] == ["seen"] * 4 + ["unseen"] * 2
     assert sum(row[3] for row in content["data"]) == pytest.approx(100, abs=1e-3)
+    ious = [row[1] for row in content["data"] if row[1] == row[1]]  # NaN: absent from prediction and truth
+    assert sum(ious) / len(ious) == pytest.approx(metrics["val/mIoU"], abs=1e-3)  # the last validation's table
     best = max(row["val/hIoU"] for row in run["history"] if "val/hIoU" in row)
     assert run["summary"]["best/val/hIoU"] == pytest.approx(best)
     assert run["summary"]["best/step"] in (2, 4)

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.fake_data import write_fake_context, write_fake_voc
+from tests.helpers.fake_raw import VOC_IDS, make_voc_raw
+from tests.helpers.fake_raw_ade import ADE150_IDS, make_ade150_raw, make_ade_full_raw
+from tests.helpers.fake_raw_pc459 import make_pc459_raw
 from zegclip.cli.main import main as zegclip_main
+from zegclip.data.prepare import prepare_ade150, prepare_ade847, prepare_context, prepare_pc459, prepare_voc
 from zegclip.model.build import zegclip_tiny
 from zegclip.training.suite import BENCHMARKS
 
@@ -26,24 +29,6 @@ def checkpoint(tmp_path: Path) -> Path:
     return path
 
 
-def test_suite_writes_one_table_next_to_each_benchmark(tmp_path: Path, checkpoint: Path, capsys):
-    data = tmp_path / "data"
-    write_fake_voc(data / "voc")
-    write_fake_context(data / "context")
-    out = tmp_path / "suite"
-    argv = ["suite", "--checkpoint", str(checkpoint), "--benchmarks", "PC-59,PAS-20", "--output", str(out)]
-    assert zegclip_main([*argv, f"paths.data_dir={data}", *SMALL]) == 0
-    with open(out / "suite.csv") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["checkpoint", "PC-59", "PAS-20"]
-    for name, value in zip(rows[0][1:], rows[1][1:], strict=True):
-        metrics = json.loads((out / BENCHMARKS[name] / "metrics.json").read_text())  # its own outputs
-        assert value == f"{metrics['val/mIoU']:.1f}"
-    table = (out / "suite.md").read_text().splitlines()
-    assert "| PC-59 | PAS-20 |" in table and len(table) == 5
-    assert "suite.md" in capsys.readouterr().out
-
-
 def test_suite_checks_every_dataset_before_loading_the_model(tmp_path: Path, checkpoint: Path, capsys):
     argv = ["suite", "--checkpoint", str(tmp_path / "not_loaded.pt"), "--output", str(tmp_path / "o")]
     assert zegclip_main([*argv, f"paths.data_dir={tmp_path / 'nothing'}"]) == 2
@@ -51,3 +36,35 @@ def test_suite_checks_every_dataset_before_loading_the_model(tmp_path: Path, che
     assert err.startswith("error: missing datasets") and all(name in err for name in BENCHMARKS)
     assert zegclip_main(["suite", "--checkpoint", str(checkpoint), "--benchmarks", "A-151"]) == 2
     assert "unknown benchmark(s) ['A-151']" in capsys.readouterr().err
+
+
+def test_all_five_benchmarks_from_raw_archives_to_one_table(tmp_path: Path, checkpoint: Path):
+    """Each benchmark prepared from tiny archives in its real format, then the whole suite."""
+    raw, data = tmp_path / "raw", tmp_path / "data"
+    make_ade150_raw(raw / "ade", **ADE150_IDS)
+    make_ade_full_raw(raw / "ade")
+    make_pc459_raw(raw / "context")
+    make_voc_raw(raw / "voc", **VOC_IDS)
+    for prepare, where in [
+        (prepare_ade150, "ade"),
+        (prepare_ade847, "ade"),
+        (prepare_context, "context"),
+        (prepare_pc459, "context"),
+        (prepare_voc, "voc"),
+    ]:
+        prepare(raw / where, data / where, workers=1)  # a warning each: fewer images than the official counts
+    out = tmp_path / "suite"
+    argv = ["suite", "--checkpoint", str(checkpoint), "--output", str(out), f"paths.data_dir={data}", *SMALL]
+    assert zegclip_main(argv) == 0
+    with open(out / "suite.csv") as f:
+        header, row = list(csv.reader(f))
+    assert header == ["checkpoint", "A-847", "PC-459", "A-150", "PC-59", "PAS-20"]
+    for name, value in zip(header[1:], row[1:], strict=True):
+        metrics = json.loads((out / BENCHMARKS[name] / "metrics.json").read_text())
+        assert value == f"{metrics['val/mIoU']:.1f}" and 0 <= float(value) <= 100, name
+    table = (out / "suite.md").read_text().splitlines()
+    assert table[2:] == [
+        "| A-847 | PC-459 | A-150 | PC-59 | PAS-20 |",
+        "|---|---|---|---|---|",
+        f"| {' | '.join(row[1:])} |",
+    ]

@@ -17,6 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line options."""
     parser = argparse.ArgumentParser(prog="python -m zegclip.data.synthetic", description=lib.__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder (dataset root)")
+    parser.add_argument(
+        "--layout",
+        choices=sorted(lib.LAYOUT_WRITERS),
+        default="voc",
+        help="voc: the PASCAL VOC 2012 layout (dataset synthetic); folder: images/, labels/, classes.txt, "
+        "train.txt, val.txt (dataset folder, for your own data)",
+    )
     parser.add_argument("--num-train", type=int, default=48)
     parser.add_argument("--num-val", type=int, default=12)
     parser.add_argument("--size", type=int, nargs="+", default=[160], help="side or H W")
@@ -27,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _write(args: argparse.Namespace) -> int:
     size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
-    root = lib.write_synthetic_voc(args.out, args.num_train, args.num_val, size, args.seed, args.border)
-    print(f"wrote synthetic VOC-layout dataset to {root}")
+    options = {"num_train": args.num_train, "num_val": args.num_val, "size": size, "seed": args.seed}
+    root = lib.write_synthetic(args.out, args.layout, border=args.border, **options)
+    print(f"wrote synthetic {'VOC' if args.layout == 'voc' else 'folder'}-layout dataset to {root}")
     return 0
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from zegclip.cli.prepare import UsageError, setup_cli_logging
+from zegclip.constants import IGNORE_INDEX
+from zegclip.data.classes import FOLDER
+from zegclip.data.folder import verify_folder
 from zegclip.data.verify import DEFAULT_SAMPLE, MIN_CLASSES, VerifyReport, verify_report
 from zegclip.errors import run_command
 
@@ -20,9 +23,14 @@ from zegclip.errors import run_command
 def build_parser() -> argparse.ArgumentParser:
     """The command line options."""
     parser = argparse.ArgumentParser(prog="python -m zegclip.data.verify", description="Check a prepared dataset.")
-    parser.add_argument("dataset", choices=sorted(MIN_CLASSES))
-    parser.add_argument("--root", type=Path, required=True, help="the prepare --out folder")
-    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help="labels to read")
+    parser.add_argument("dataset", choices=sorted([*MIN_CLASSES, FOLDER]))
+    parser.add_argument("--root", type=Path, required=True, help="the prepare --out folder (folder: the folder)")
+    parser.add_argument(
+        "--sample", type=int, default=DEFAULT_SAMPLE, help="labels to read (folder: images to decode; all labels read)"
+    )
+    parser.add_argument(
+        "--ignore-index", type=int, default=IGNORE_INDEX, help="folder: the label value of unlabelled pixels"
+    )
     return parser
 
 
@@ -51,6 +59,8 @@ def _verify(args: argparse.Namespace) -> int:
     if args.sample < 1:
         raise UsageError(f"--sample must be at least 1 (the number of labels to read), got {args.sample}")
     setup_cli_logging()
+    if args.dataset == FOLDER:
+        return print_report(args.dataset, args.root, verify_folder(args.root, args.sample, args.ignore_index))
     return print_report(args.dataset, args.root, verify_report(args.dataset, args.root, args.sample))
 
 

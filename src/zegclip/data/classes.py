@@ -6,7 +6,12 @@ Context-59 without background, COCO-Stuff train ids).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
+
+from zegclip.data.vocabularies.ade20k import ADE150_CLASSES, ADE847_CLASSES
+from zegclip.data.vocabularies.pascal_context import PASCAL_CONTEXT_459_CLASSES
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -382,12 +387,37 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
-    """Look up a benchmark by name, with an error that lists the known ones."""
+FOLDER = "folder"
+"""The dataset kind of your own images and masks (zegclip.data.folder): its classes are read
+from ``<root>/classes.txt``, its unseen classes named by the user."""
+
+
+def get_dataset_info(
+    name: str,
+    root: str | PathLike | None = None,
+    unseen: Sequence[str] | None = None,
+    ignore_index: int | None = None,
+) -> DatasetInfo:
+    """Look up a benchmark by name, with an error that lists the known ones.
+
+    ``folder`` is read from ``root`` (:func:`zegclip.data.folder.folder_info`), with the
+    ``unseen`` classes by name and the label value ``ignore_index`` (default 255). The
+    benchmarks' classes and splits are fixed: ``unseen`` and ``ignore_index`` are for
+    ``folder`` only, and ``root`` is not read.
+    """
+    if name == FOLDER:
+        from zegclip.data.folder import folder_info  # reads files; this module stays data only
+
+        return folder_info(root, unseen or (), 255 if ignore_index is None else ignore_index)
     try:
-        return DATASETS[name]
+        info = DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}") from None
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted([*DATASETS, FOLDER])}") from None
+    if unseen:
+        raise ValueError(f"{name} has fixed unseen classes; unseen classes by name are for the {FOLDER} dataset")
+    if ignore_index is not None and ignore_index != info.ignore_index:
+        raise ValueError(f"{name} labels ignore {info.ignore_index}; another ignore_index is for the {FOLDER} dataset")
+    return info
 
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
@@ -404,3 +434,16 @@ SYNTHETIC_UNSEEN: tuple[int, ...] = (4, 5)
 DATASETS["context60"] = DatasetInfo("context60", ("background", *CONTEXT_CLASSES), (), reduce_zero_label=False)
 """Context with background as class 0: only for cross-dataset evaluation (docs/method.md §9)."""
 DATASETS["synthetic"] = DatasetInfo("synthetic", SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN, reduce_zero_label=True)
+DATASETS["pc459"] = DatasetInfo(
+    "pc459", PASCAL_CONTEXT_459_CLASSES, (), reduce_zero_label=False, ignore_index=65535, eval_only=True
+)
+"""PASCAL-Context, all 459 classes: 16-bit labels 0..458 with 65535 for unlabelled pixels (stored
+reduced), open-vocabulary evaluation only (zegclip.data.vocabularies.pascal_context)."""
+DATASETS["ade150"] = DatasetInfo("ade150", ADE150_CLASSES, (), reduce_zero_label=True)
+"""ADE20K-150 (SceneParsing): raw 0 (other) ignored, 1..150 -> 0..149; open-vocabulary evaluation
+(zegclip.data.vocabularies.ade20k). Its training split is prepared too, but no seen/unseen split."""
+DATASETS["ade847"] = DatasetInfo(
+    "ade847", ADE847_CLASSES, (), reduce_zero_label=False, ignore_index=65535, eval_only=True
+)
+"""ADE20K-847 (the full release's 847-class subset, validation only): 16-bit labels 0..846 with
+65535 for pixels of no class among them (stored reduced; zegclip.data.vocabularies.ade20k)."""

@@ -2,9 +2,11 @@
 
 Each dataset returns ``{"image": uint8 H x W x 3 RGB, "label": uint8 H x W, "id": str}``
 with the label already *reduced* (VOC / Context-59: 0 -> 255, k -> k - 1; COCO-Stuff
-train ids as stored; 255 ignore). A ``transform`` (albumentations convention: called as
-``transform(image=..., mask=...)``, returning a dict with ``"image"`` and ``"mask"``) is
-applied to image and label when given.
+train ids as stored; 255 ignore); PASCAL-Context-459 (``pc459``) labels are uint16 H x W,
+0..458 with 65535 ignore (``DatasetInfo.ignore_index``), stored reduced, and so are ADE20K-847's
+(``ade847``: 0..846, 65535 ignore); ADE20K-150 is reduced like VOC. A ``transform``
+(albumentations convention: called as ``transform(image=..., mask=...)``, returning a dict
+with ``"image"`` and ``"mask"``) is applied to image and label when given.
 
 Every file of a split is checked for existence when the dataset is built (one directory
 listing per folder); decoding, sizes and label values are checked when a sample is read.
@@ -29,7 +31,10 @@ from zegclip.data.classes import DATASETS, DatasetInfo, get_dataset_info
 from zegclip.errors import ZegCLIPError
 
 __all__ = [
+    "ADE150Seg",
+    "ADE847Seg",
     "COCOStuffSeg",
+    "Context459Seg",
     "ContextSeg",
     "SETTINGS",
     "DatasetError",
@@ -38,6 +43,7 @@ __all__ = [
     "build_dataset",
     "read_image",
     "read_label",
+    "read_label16",
     "setting_label_lut",
     "train_class_ids",
 ]
@@ -75,6 +81,32 @@ def read_label(path: Path) -> np.ndarray:
             if mode not in ("P", "L"):
                 raise DatasetError(f"{path}: label PNG has mode {mode!r}; expected 'P' (palette) or 'L' (8-bit)")
             return np.array(img, dtype=np.uint8)  # P -> palette indices, L -> values
+    except DatasetError:
+        raise
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: cannot read label PNG ({err})") from err
+
+
+def read_label16(path: Path) -> np.ndarray:
+    """Read a 16-bit grayscale label PNG (mode 'I;16') as class indices, uint16 H x W.
+
+    For vocabularies above 255 classes (pc459), whose labels and ignore value (65535) do
+    not fit in 8 bits: 8-bit, palette and colour PNGs are refused.
+    """
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode in ("I;16", "I;16L", "I;16B"):
+                return np.array(img).astype(np.uint16)  # native byte order
+            if mode == "I":  # 32-bit integers: how some writers store 16-bit grayscale
+                arr = np.array(img)
+                if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                    raise DatasetError(f"{path}: label values outside 0..65535; expected a 16-bit label")
+                return arr.astype(np.uint16)
+            raise DatasetError(
+                f"{path}: label PNG has mode {mode!r}; expected a 16-bit grayscale PNG (mode 'I;16') "
+                "whose values are class indices, as `zegclip prepare` writes for vocabularies above 255 classes"
+            )
     except DatasetError:
         raise
     except (OSError, ValueError) as err:
@@ -250,8 +282,110 @@ class ContextSeg(SegDataset):
         super().__init__(samples, info or DATASETS["context"], transform)
 
 
-def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None) -> SegDataset:
-    """Build the reader of benchmark ``name`` ("voc", "coco_stuff", "context", "synthetic")."""
+class Context459Seg(SegDataset):
+    """PASCAL-Context with all 459 classes (``pc459``, evaluation only): 16-bit labels
+    stored reduced (0..458, 65535 unlabelled), returned as they are (uint16 H x W).
+
+    Args:
+        root: folder holding ``VOCdevkit/``.
+        split: ``"val"`` (``ImageSets/SegmentationContext/val.txt``, Context's list).
+        transform: optional albumentations-style callable.
+    """
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        splits = layouts.layout("pc459").splits
+        if split not in splits:
+            raise DatasetError(f"pc459 is evaluation only: its splits are {', '.join(splits)}, not {split!r}")
+        # not SegDataset.__init__: its 256-entry lookup tables are for 8-bit labels
+        self.samples = _layout_samples("pc459", root, split)
+        self.info = DATASETS["pc459"]
+        self.transform = transform
+        self.num_raw = self.info.num_classes
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Read one sample, checked (no reduction: the labels are stored reduced)."""
+        sample_id, image_path, label_path = self.samples[index]
+        image = read_image(image_path)  # H x W x 3 uint8
+        label = read_label16(label_path)  # H x W uint16
+        if label.shape != image.shape[:2]:
+            raise DatasetError(
+                f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
+            )
+        ignore = self.info.ignore_index
+        bad = np.unique(label[(label >= self.num_raw) & (label != ignore)])
+        if bad.size:
+            raise DatasetError(
+                f"{label_path}: label values {bad[:10].tolist()} are outside the {self.info.name} "
+                f"classes; expected 0..{self.num_raw - 1} or {ignore}"
+            )
+        return {"image": image, "label": label, "id": sample_id}
+
+
+class ADE150Seg(SegDataset):
+    """ADE20K-150 (SceneParsing), 150 classes: raw annotations 0..150 reduced on reading
+    (0, "other" -> 255, k -> k - 1), as mmsegmentation's ``reduce_zero_label``.
+
+    Args:
+        root: folder holding ``ADEChallengeData2016/``.
+        split: ``"training"`` / ``"validation"`` (or ``"train"`` / ``"val"``).
+        transform: optional albumentations-style callable.
+    """
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        super().__init__(_layout_samples("ade150", root, split), DATASETS["ade150"], transform)
+
+
+class ADE847Seg(SegDataset):
+    """ADE20K-847 (evaluation only): 16-bit labels stored reduced (0..846, 65535 for pixels of
+    no class among the 847), returned as they are (uint16 H x W).
+
+    Args:
+        root: folder holding ``ADE20K_2021_17_01/``.
+        split: ``"validation"`` (or ``"val"``).
+        transform: optional albumentations-style callable.
+    """
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        lay = layouts.layout("ade847")
+        if layouts.canonical_split("ade847", split) not in lay.splits:
+            raise DatasetError(f"ade847 is evaluation only: its split is {', '.join(lay.splits)}, not {split!r}")
+        # not SegDataset.__init__: its 256-entry lookup tables are for 8-bit labels
+        self.samples = _layout_samples("ade847", root, split)
+        self.info = DATASETS["ade847"]
+        self.transform = transform
+        self.num_raw = self.info.num_classes
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Read one sample, checked (no reduction: the labels are stored reduced)."""
+        sample_id, image_path, label_path = self.samples[index]
+        image = read_image(image_path)  # H x W x 3 uint8
+        label = read_label16(label_path)  # H x W uint16
+        if label.shape != image.shape[:2]:
+            raise DatasetError(
+                f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
+            )
+        ignore = self.info.ignore_index
+        bad = np.unique(label[(label >= self.num_raw) & (label != ignore)])
+        if bad.size:
+            raise DatasetError(
+                f"{label_path}: label values {bad[:10].tolist()} are outside the {self.info.name} "
+                f"classes; expected 0..{self.num_raw - 1} or {ignore}"
+            )
+        return {"image": image, "label": label, "id": sample_id}
+
+
+def build_dataset(
+    name: str, root: str | Path, split: str, transform: Transform | None = None, info: DatasetInfo | None = None
+) -> SegDataset:
+    """Build the reader of benchmark ``name`` ("voc", "coco_stuff", "context", "context60", "pc459", "ade150",
+    "ade847", "synthetic") or of a ``folder`` of your own images, whose classes ``info`` gives (default: read
+    from ``root``)."""
+    if name == "folder":
+        from zegclip.data.folder import FolderSeg  # builds on this module
+
+        return FolderSeg(root, split, transform, info)
     info = get_dataset_info(name)
     if name == "voc":
         return VOCSeg(root, split, transform)
@@ -261,6 +395,12 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Transform 
         return COCOStuffSeg(root, split, transform)
     if name in ("context", "context60"):  # context60 reads the same PNGs with background as class 0
         return ContextSeg(root, split, transform, info=info)
+    if name == "pc459":  # 16-bit labels, returned as uint16
+        return Context459Seg(root, split, transform)
+    if name == "ade150":  # raw 0..150, reduced on reading
+        return ADE150Seg(root, split, transform)
+    if name == "ade847":  # 16-bit labels, returned as uint16
+        return ADE847Seg(root, split, transform)
     raise KeyError(f"no reader for dataset {name!r}")
 
 

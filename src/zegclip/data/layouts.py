@@ -14,6 +14,19 @@ checks (:mod:`zegclip.data.verify`) and the synthetic writer (:mod:`zegclip.data
     context, context60    VOCdevkit/VOC2010/JPEGImages/<id>.jpg
                           VOCdevkit/VOC2010/SegmentationClassContext/<id>.png
                           VOCdevkit/VOC2010/ImageSets/SegmentationContext/{train,val}.txt
+    pc459                 VOCdevkit/VOC2010/JPEGImages/<id>.jpg
+                          VOCdevkit/VOC2010/SegmentationClassContext459/<id>.png  (16-bit)
+                          VOCdevkit/VOC2010/ImageSets/SegmentationContext/val.txt (Context's list)
+    folder                images/<id>.<jpg|jpeg|png|bmp|tif|tiff|webp>   (your own data, directly
+                          labels/<id>.png   (8- or 16-bit class indices)  under the data root;
+                          classes.txt       (class k: k-th class line)    zegclip.data.folder)
+                          {train,val}.txt   (`zegclip prepare folder --root DIR` writes them)
+    ade150                ADEChallengeData2016/images/{training,validation}/<id>.jpg
+                          ADEChallengeData2016/annotations/{training,validation}/<id>.png
+                          (raw 0..150, 0 = other: reduced on reading; no split lists)
+    ade847                ADE20K_2021_17_01/images_detectron2/validation/<id>.jpg
+                          ADE20K_2021_17_01/annotations_detectron2/validation/<id>.png  (16-bit)
+                          (the open-vocabulary repositories' folders, PNG for their TIFF)
 
 Plain pathlib, no third-party imports. Missing files are not checked here: each caller
 reports them in its own terms.
@@ -21,6 +34,7 @@ reports them in its own terms.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +44,10 @@ __all__ = [
     "Layout",
     "Row",
     "canonical_split",
+    "classes_file",
     "dataset_dir",
     "image_dir",
+    "image_files",
     "image_path",
     "label_dir",
     "label_path",
@@ -77,6 +93,11 @@ class Layout:
     reader_lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Splits the dataset readers read from several lists, in order (VOC ``train``: the
     official train list, then the SBD aug list)."""
+    image_suffixes: tuple[str, ...] = ()
+    """Suffixes an image may have instead of ``image_suffix`` (any case; folder: any common
+    format): an id's image is the file found (:func:`image_files`), else ``<id><image_suffix>``."""
+    classes_file: str | None = None
+    """The class list under ``folder`` of a dataset that names its own classes (folder)."""
 
 
 VOC = Layout(
@@ -107,12 +128,50 @@ CONTEXT = Layout(
     splits=("train", "val"),
 )
 
+CONTEXT459 = Layout(
+    folder="VOCdevkit/VOC2010",
+    image_dir="JPEGImages",
+    label_dir="SegmentationClassContext459",
+    split_dir="ImageSets/SegmentationContext",
+    splits=("val",),  # evaluation only; the val list is Context's
+)
+
+FOLDER = Layout(
+    folder=".",  # the data root is the dataset folder
+    image_dir="images",
+    label_dir="labels",
+    split_dir=".",
+    splits=("train", "val"),
+    image_suffixes=(".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"),
+    classes_file="classes.txt",
+)
+
+ADE150 = Layout(
+    folder="ADEChallengeData2016",
+    image_dir="images/{split}",
+    label_dir="annotations/{split}",
+    splits=("training", "validation"),
+    split_aliases={"train": "training", "val": "validation"},
+)
+
+ADE847 = Layout(
+    folder="ADE20K_2021_17_01",
+    image_dir="images_detectron2/{split}",
+    label_dir="annotations_detectron2/{split}",
+    splits=("validation",),  # evaluation only
+    split_aliases={"val": "validation"},
+)
+
 LAYOUTS: dict[str, Layout] = {
     "voc": VOC,
     "synthetic": VOC,  # written in the VOC 2012 layout by zegclip.data.synthetic
     "coco_stuff": COCO_STUFF,
     "context": CONTEXT,
     "context60": CONTEXT,  # the same PNGs, read with background as class 0
+    "pc459": CONTEXT459,
+    "folder": FOLDER,  # your own images and masks (zegclip.data.folder)
+    "ade150": ADE150,
+    "ade847": ADE847,
 }
 
 
@@ -210,6 +269,49 @@ def split_ids(name: str, root: str | Path, split: str) -> list[str]:
     return sorted(p.name[: -len(suffix)] for p in image_dir(name, root, split).iterdir() if p.name.endswith(suffix))
 
 
+def classes_file(name: str, root: str | Path) -> Path:
+    """The class list of a dataset that names its own classes (folder: ``classes.txt``)."""
+    lay = layout(name)
+    if lay.classes_file is None:
+        raise ValueError(f"{name} has fixed classes (zegclip.data.classes), no class list file")
+    return dataset_dir(name, root) / lay.classes_file
+
+
+def _visible_folders(top: Path) -> list[Path]:
+    """``top`` and its subfolders, hidden ones (``.name``) left out."""
+    folders = []
+    for folder, dirs, _files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        folders.append(Path(folder))
+    return folders
+
+
+def image_files(
+    name: str, root: str | Path, split: str | None = None, ids: Sequence[str] | None = None
+) -> dict[str, list[Path]]:
+    """The images of a layout with ``image_suffixes``, by id (sorted; several if an id has several).
+
+    Lists the folders the ``ids`` lie in (ids may hold ``/``), once each; without ``ids``,
+    every file of the image folder and its subfolders. Hidden files (``.name``) are skipped;
+    a missing folder gives nothing.
+    """
+    lay = layout(name)
+    top = image_dir(name, root, split)
+    suffixes = {s.lower() for s in (*lay.image_suffixes, lay.image_suffix)}
+    folders = _visible_folders(top) if ids is None else sorted({(top / i).parent for i in ids})
+    found: dict[str, list[Path]] = {}
+    for folder in folders:
+        try:
+            entries = sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+        except OSError:  # missing or unreadable: its ids keep their default name, reported missing
+            continue
+        for file in entries:
+            path = folder / file
+            if path.suffix.lower() in suffixes:
+                found.setdefault(path.relative_to(top).with_suffix("").as_posix(), []).append(path)
+    return found
+
+
 def split_items(
     name: str,
     root: str | Path,
@@ -242,4 +344,8 @@ def split_items(
         fallback = label_dir(name, root, parts[-1])
         homes = {i: homes.get(i, fallback) for i in ids}
     images = image_dir(name, root, split)
-    return [(i, images / f"{i}{lay.image_suffix}", homes[i] / f"{i}{lay.label_suffix}") for i in ids]
+    found = image_files(name, root, split, ids) if lay.image_suffixes else {}
+    return [
+        (i, found[i][0] if i in found else images / f"{i}{lay.image_suffix}", homes[i] / f"{i}{lay.label_suffix}")
+        for i in ids
+    ]

@@ -1,4 +1,4 @@
-"""A small generated dataset in the exact PASCAL VOC 2012 layout, for demos and tests.
+"""A small generated dataset in the exact PASCAL VOC 2012 layout (or the folder layout), for demos and tests.
 
 Six classes (`zegclip.data.classes.SYNTHETIC_CLASSES`; 4 seen, 2 unseen), each a solid
 colour with its own texture, painted as rectangles of 48 px or more aligned to 16-px
@@ -6,6 +6,7 @@ cells on a noisy grey background, so a tiny ViT with patch 16 learns them in a f
 hundred steps. Raw labels follow VOC: 0 background, k + 1 class k, 255 void borders.
 
     python -m zegclip.data.synthetic --out data/synthetic --size 160
+    python -m zegclip.data.synthetic --layout folder --out data/my_folder   # your-own-data layout
 
 (the command line is :mod:`zegclip.cli.synthetic`; the layout :mod:`zegclip.data.layouts`)
 """
@@ -24,7 +25,15 @@ from zegclip.data.classes import SYNTHETIC_CLASSES
 from zegclip.errors import ZegCLIPError
 from zegclip.visualize import voc_colours
 
-__all__ = ["CLASS_COLOURS", "SyntheticError", "make_sample", "voc_palette", "write_synthetic_voc"]
+__all__ = [
+    "CLASS_COLOURS",
+    "SyntheticError",
+    "make_sample",
+    "voc_palette",
+    "write_synthetic",
+    "write_synthetic_folder",
+    "write_synthetic_voc",
+]
 
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (220, 40, 40),  # red stripes
@@ -140,6 +149,63 @@ def write_synthetic_voc(
     trainaug = splits["train"] + splits["aug"]
     layouts.split_file(_NAME, root, "trainaug").write_text("".join(f"{i}\n" for i in trainaug))
     return root
+
+
+_FOLDER_HEADER = """\
+# one class per line: the first is label value 0, the next 1, ... (comments and blank lines not counted)
+# synonyms may follow a class name, comma-separated (zegclip predict --classes reads this file too)
+"""
+
+
+def write_synthetic_folder(
+    root: str | Path,
+    num_train: int = 48,
+    num_val: int = 12,
+    size: int | tuple[int, int] = 160,
+    seed: int = 0,
+    border: int = 2,
+) -> Path:
+    """Write the same generated samples in the folder layout (:mod:`zegclip.data.folder`) under ``root``.
+
+    ``images/<id>.jpg``, ``labels/<id>.png`` (8-bit grayscale: class k is value k, the
+    background and the void borders 255, the default ignore value), ``classes.txt`` (the
+    six class names under a comment header), ``train.txt`` and ``val.txt``. The images and
+    classes equal those :func:`write_synthetic_voc` writes with the same arguments (train
+    then aug there, train here). Deterministic given the arguments; returns ``root``.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if min(height, width) < 48:
+        raise SyntheticError(f"size must be at least 48 px, got {height}x{width}")
+    root = Path(root)
+    for folder in (layouts.image_dir("folder", root), layouts.label_dir("folder", root)):
+        folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    to_folder = np.full(256, IGNORE_INDEX, dtype=np.uint8)  # VOC-style raw k + 1 -> k, 0 and 255 -> 255
+    to_folder[1 : len(SYNTHETIC_CLASSES) + 1] = np.arange(len(SYNTHETIC_CLASSES))
+    splits = {
+        "train": [f"syn_train_{i:05d}" for i in range(num_train)],
+        "val": [f"syn_val_{i:05d}" for i in range(num_val)],
+    }
+    for split, ids in splits.items():
+        for sample_id in ids:
+            image, label = make_sample(rng, height, width, border)
+            Image.fromarray(image).save(layouts.image_path("folder", root, sample_id), quality=95)
+            Image.fromarray(to_folder[label]).save(layouts.label_path("folder", root, sample_id))
+        layouts.split_file("folder", root, split).write_text("".join(f"{i}\n" for i in ids))
+    classes = layouts.classes_file("folder", root)
+    classes.write_text(_FOLDER_HEADER + "".join(f"{name}\n" for name in SYNTHETIC_CLASSES))
+    return root
+
+
+LAYOUT_WRITERS = {"voc": write_synthetic_voc, "folder": write_synthetic_folder}
+"""The writer of each layout the synthetic dataset can be written in."""
+
+
+def write_synthetic(root: str | Path, layout: str = "voc", **kwargs) -> Path:
+    """Write the dataset in ``layout`` (``voc`` or ``folder``); ``kwargs`` as :func:`write_synthetic_voc`."""
+    if layout not in LAYOUT_WRITERS:
+        raise SyntheticError(f"unknown layout {layout!r}; expected one of {sorted(LAYOUT_WRITERS)}")
+    return LAYOUT_WRITERS[layout](root, **kwargs)
 
 
 if __name__ == "__main__":

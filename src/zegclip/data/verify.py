@@ -2,12 +2,12 @@
 
 Usage::
 
-    python -m zegclip.data.verify {voc,coco_stuff,context} --root DIR [--sample N]
+    python -m zegclip.data.verify {voc,coco_stuff,context,pc459,ade150,ade847} --root DIR [--sample N]
 
 ``--root`` is the prepare ``--out`` folder. Checks: every id of every split has an
 image and a label; on a sample of labels (fixed seed): single-channel index maps
-(not colour PNGs), values in the dataset's range, label size equal to image size,
-and a class histogram that looks like a segmentation dataset's. A sampled image or
+(not colour PNGs; 16-bit for pc459 and ade847), values in the dataset's range, label size equal to
+image size, and a class histogram that looks like a segmentation dataset's. A sampled image or
 label that cannot be decoded (truncated, not an image) is a problem naming the file.
 Exit status: 0 all well, 1 problems found, 2 wrong arguments. The command line is
 :mod:`zegclip.cli.verify`.
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zegclip.constants import IGNORE_INDEX
 from zegclip.data.classes import DATASETS
 from zegclip.data.prepare import PrepareError, dataset_items, valid_label_values
 from zegclip.errors import ZegCLIPError
@@ -32,11 +31,13 @@ from zegclip.errors import ZegCLIPError
 logger = logging.getLogger("zegclip.data.verify")  # fixed: __name__ is "__main__" under python -m
 
 DEFAULT_SAMPLE = 200
-MIN_CLASSES = {"voc": 5, "context": 10, "coco_stuff": 20}
-"""Fewest distinct classes (background and 255 not counted) a full-size sample must show."""
+MIN_CLASSES = {"voc": 5, "context": 10, "coco_stuff": 20, "pc459": 20, "ade150": 20, "ade847": 20}
+"""Fewest distinct classes (background and the ignore value not counted) a full-size sample must show."""
 MIN_LABELS_FOR_HISTOGRAM = 50
 """Below this many sampled labels the histogram checks only warn."""
 _EXAMPLES = 3
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I")
+"""Modes of 16-bit grayscale PNGs (``I``: as some Pillow versions open them), for labels above 255 classes."""
 
 
 class VerifyError(ZegCLIPError, ValueError):
@@ -93,7 +94,7 @@ def _decode(path: Path, unreadable: list[str]) -> tuple[str, np.ndarray | None] 
     try:
         with Image.open(path) as im:
             im.load()
-            return im.mode, (np.asarray(im) if im.mode in ("L", "P") else None)
+            return im.mode, (np.asarray(im) if im.mode in ("L", "P", *_WIDE_MODES) else None)
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         reason = " ".join(str(e).split()) or type(e).__name__
         unreadable.append(f"{path} ({reason})")
@@ -102,6 +103,8 @@ def _decode(path: Path, unreadable: list[str]) -> tuple[str, np.ndarray | None] 
 
 def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyReport) -> None:
     valid = valid_label_values(name)
+    wide = DATASETS[name].ignore_index > 255  # 16-bit labels
+    modes = _WIDE_MODES if wide else ("L", "P")
     colour: dict[str, list[Path]] = {}
     bad_mode: list[str] = []
     bad_values: dict[int, list[Path]] = {}
@@ -116,7 +119,7 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
         if mode in ("RGB", "RGBA"):
             colour.setdefault(mode, []).append(label_path)
             continue
-        if label is None:
+        if label is None or mode not in modes:
             bad_mode.append(f"{label_path} ({mode})")
             continue
         if image is None:
@@ -125,7 +128,11 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
             width, height = im.size
         if label.shape != (height, width):
             bad_size.append(f"{label_path} {label.shape[1]}x{label.shape[0]} vs image {width}x{height}")
-        counts = np.bincount(label.ravel(), minlength=256)
+        values = label.ravel().astype(np.int64)
+        beyond = (values < 0) | (values >= len(valid))  # mode I only: 32-bit values
+        for v in np.unique(values[beyond]):
+            bad_values.setdefault(int(v), []).append(label_path)
+        counts = np.bincount(values[~beyond], minlength=len(valid))
         for v in np.flatnonzero((counts > 0) & ~valid):
             bad_values.setdefault(int(v), []).append(label_path)
         report.histogram += counts
@@ -138,11 +145,11 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
     for mode, paths in colour.items():
         report.problems.append(colour_label_message(name, paths, mode))
     if bad_mode:
-        report.problems.append(
-            f"{len(bad_mode)} sampled label(s) are not 8-bit index maps (mode L or P): {_examples(bad_mode)}"
-        )
+        kind = "16-bit index maps (mode I;16)" if wide else "8-bit index maps (mode L or P)"
+        report.problems.append(f"{len(bad_mode)} sampled label(s) are not {kind}: {_examples(bad_mode)}")
     if bad_values:
-        allowed = "0..59" if name == "context" else f"0..{int(np.flatnonzero(valid[:255]).max())} or 255"
+        ignore = DATASETS[name].ignore_index
+        allowed = "0..59" if name == "context" else f"0..{int(np.flatnonzero(valid[:ignore]).max())} or {ignore}"
         paths = sorted({p for ps in bad_values.values() for p in ps})
         report.problems.append(
             f"{len(paths)} sampled label(s) hold values outside {allowed} "
@@ -164,7 +171,7 @@ def _check_histogram(name: str, report: VerifyReport) -> None:
         found.append(f"all {total} sampled label pixels have value {top}")
     classes = np.flatnonzero(hist > 0)
     first = 1 if DATASETS[name].reduce_zero_label else 0  # background is no class
-    classes = [int(c) for c in classes if c >= first and c != IGNORE_INDEX]
+    classes = [int(c) for c in classes if c >= first and c != DATASETS[name].ignore_index]
     if len(classes) < MIN_CLASSES[name]:
         found.append(
             f"only {len(classes)} distinct classes in the sampled labels "
@@ -185,6 +192,10 @@ def verify_report(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> 
     """
     if sample < 1:
         raise VerifyError(f"sample must be at least 1 (labels to read), got {sample}")
+    if name == "folder":  # your own images (labels ignoring 255; else call verify_folder)
+        from zegclip.data.folder import verify_folder  # builds on this module
+
+        return verify_folder(root, sample)
     report = VerifyReport()
     try:
         items = dataset_items(name, root)
@@ -196,6 +207,7 @@ def verify_report(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> 
     if sample < len(pairs):
         pairs = random.Random(0).sample(pairs, sample)
     report.sampled = len(pairs)
+    report.histogram = np.zeros(len(valid_label_values(name)), dtype=np.int64)  # 65536 values for 16-bit labels
     _check_labels(name, pairs, report)
     _check_histogram(name, report)
     return report

@@ -58,7 +58,8 @@ class LogValidationImages(L.Callback):
         names = {i: name for i, name in enumerate(module.class_names)}
         return names | {int(module.val_metrics.ignore_index): "ignored"}
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    # on_validation_end: after the module's on_validation_epoch_end has computed this validation's scores
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         wandb = self._wandb(trainer)
         if wandb is None or not trainer.is_global_zero:
             return

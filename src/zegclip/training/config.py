@@ -57,14 +57,14 @@ def accumulation(cfg: DictConfig) -> int:
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail on values that cannot work before any weights or data are read."""
-    from zegclip.data.classes import DATASETS
+    from zegclip.data.classes import DATASETS, FOLDER
     from zegclip.data.datasets import SETTINGS
     from zegclip.model.attention import CPU_BACKWARDS
     from zegclip.model.text import TEMPLATES
 
     checks = [
         ("setting", cfg.setting in SETTINGS, f"one of {list(SETTINGS)}"),
-        ("data.dataset", cfg.data.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
+        ("data.dataset", cfg.data.dataset in (*DATASETS, FOLDER), f"one of {sorted([*DATASETS, FOLDER])}"),
         ("trainer.precision", str(cfg.trainer.get("precision", "32-true")) in PRECISIONS, f"one of {PRECISIONS}"),
         ("module.eval_mode", cfg.module.eval_mode in ("slide", "whole"), "slide or whole"),
         (

@@ -9,8 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from zegclip.constants import IGNORE_INDEX
-from zegclip.data.classes import DatasetInfo, get_dataset_info
+from zegclip.data.classes import DATASETS, FOLDER, DatasetInfo, get_dataset_info
 from zegclip.data.datasets import (
     SETTINGS,
     DatasetError,
@@ -31,7 +30,9 @@ DEFAULT_SPLITS: dict[str, tuple[str, str]] = {
     "coco_stuff": ("train2017", "val2017"),
     "context": ("train", "val"),
     "context60": ("train", "val"),
+    "ade150": ("training", "validation"),
     "synthetic": ("train", "val"),
+    FOLDER: ("train", "val"),  # your own images: train.txt, val.txt
 }
 """(train split, validation split) per dataset."""
 
@@ -39,15 +40,15 @@ DEFAULT_SPLITS: dict[str, tuple[str, str]] = {
 class _Uncounted(Dataset):
     """A dataset's samples with every label pixel ignored: they run but add nothing to the metrics."""
 
-    def __init__(self, dataset: SegDataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: SegDataset, ignore_index: int) -> None:
+        self.dataset, self.ignore_index = dataset, ignore_index
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = dict(self.dataset[index])
-        sample["label"] = torch.full_like(torch.as_tensor(sample["label"]), IGNORE_INDEX)
+        sample["label"] = torch.full_like(torch.as_tensor(sample["label"]), self.ignore_index)
         return sample
 
 
@@ -64,8 +65,10 @@ class SegDataModule(L.LightningDataModule):
     side ``eval_short_side``, ``label`` 1 x H x W at the original size.
 
     Args:
-        dataset: "voc", "coco_stuff", "context" or "synthetic".
-        root: dataset root (the folder holding ``VOCdevkit/`` or ``coco_stuff164k/``).
+        dataset: "voc", "coco_stuff", "context", "synthetic" or "folder" (your own images,
+            `zegclip.data.folder`).
+        root: dataset root (the folder holding ``VOCdevkit/`` or ``coco_stuff164k/``; folder:
+            the folder itself).
         setting: "inductive", "transductive" or "fully".
         batch_size: training images per device.
         num_workers: DataLoader workers per device.
@@ -83,6 +86,8 @@ class SegDataModule(L.LightningDataModule):
             ``size``, ``seed``, ``border``), used when ``dataset == "synthetic"`` and
             ``root`` holds no data yet.
         seed: seed of the training stream (sample order and every sample's augmentation).
+        unseen: folder only: the unseen classes, by name.
+        ignore_index: folder only: the label value of unlabelled pixels (default 255).
 
     Training is an endless stream (`TrainStream`): the order and augmentation of every
     sample are a function of ``seed`` and its position alone, so results do not depend
@@ -116,10 +121,13 @@ class SegDataModule(L.LightningDataModule):
         eval_short_side: int = 512,
         synthetic: dict[str, Any] | None = None,
         seed: int = 0,
+        unseen: list[str] | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in DEFAULT_SPLITS:
-            raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DEFAULT_SPLITS)}")
+        known = [*DEFAULT_SPLITS, *(name for name, info in DATASETS.items() if info.eval_only)]
+        if dataset not in known:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {known}")
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
         self.save_hyperparameters()
@@ -134,13 +142,17 @@ class SegDataModule(L.LightningDataModule):
         self.scale = (int(scale[0]), int(scale[1]))
         self.ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
         self.cat_max_ratio = cat_max_ratio
-        default_train, default_val = DEFAULT_SPLITS[dataset]
+        # evaluation-only benchmarks (ADE20K-150/847, Context-459) have a validation split alone
+        default_train, default_val = DEFAULT_SPLITS.get(dataset, ("val", "val"))
         self.train_split = train_split or default_train
         self.val_split = val_split or default_val
         self.test_split = test_split or self.val_split
         self.eval_short_side = eval_short_side
         self.synthetic = dict(synthetic or {})
         self.seed = seed
+        self.unseen = unseen
+        self.ignore_index = ignore_index
+        self._info: DatasetInfo | None = None
         self.train_set: SegDataset | None = None
         self.val_set: SegDataset | None = None
         self.test_set: SegDataset | None = None
@@ -148,8 +160,10 @@ class SegDataModule(L.LightningDataModule):
     # --- vocabulary -------------------------------------------------------------------
     @property
     def info(self) -> DatasetInfo:
-        """Class names and seen/unseen split of the dataset."""
-        return get_dataset_info(self.dataset)
+        """Class names and seen/unseen split of the dataset (a folder's read once, on first use)."""
+        if self._info is None:
+            self._info = get_dataset_info(self.dataset, self.root, self.unseen, self.ignore_index)
+        return self._info
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -170,7 +184,10 @@ class SegDataModule(L.LightningDataModule):
         return train_class_ids(self.info, self.setting)
 
     def check_root(self) -> None:
-        """Fail fast (before weights are loaded) when the dataset folder is missing."""
+        """Fail fast (before weights are loaded) when the dataset folder is missing (or a folder's classes)."""
+        if self.dataset == FOLDER:
+            self.info  # noqa: B018 (reads classes.txt, checks the unseen names and the ignore value)
+            return
         if self.dataset != "synthetic" and not Path(self.root).is_dir():
             raise DatasetError(
                 f"dataset root {self.root} (data.root) does not exist; write it with "
@@ -193,6 +210,13 @@ class SegDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and self.train_set is None:
+            if self.info.eval_only:
+                raise DatasetError(
+                    f"{self.dataset}: {self.info.num_classes} classes can be evaluated, not trained (training "
+                    "labels are 8-bit with 254 and 255 reserved: at most 254 classes)"
+                    if self.dataset == FOLDER
+                    else f"{self.dataset} is for evaluation only: it has no training split here"
+                )
             pipeline = train_transform(
                 self.crop_size,
                 self.scale,
@@ -200,17 +224,19 @@ class SegDataModule(L.LightningDataModule):
                 self.cat_max_ratio,
                 label_lut=setting_label_lut(self.info, self.setting),
             )
-            self.train_set = build_dataset(self.dataset, self.root, self.train_split, pipeline)
+            self.train_set = build_dataset(self.dataset, self.root, self.train_split, pipeline, info=self.info)
             if len(self.train_set) < self.batch_size:
                 raise ValueError(
                     f"{self.dataset} {self.train_split}: {len(self.train_set)} images, fewer than "
                     f"batch_size {self.batch_size}"
                 )
         if stage in ("fit", "validate", None) and self.val_set is None:
-            self.val_set = build_dataset(self.dataset, self.root, self.val_split, eval_transform(self.eval_short_side))
+            self.val_set = build_dataset(
+                self.dataset, self.root, self.val_split, eval_transform(self.eval_short_side), info=self.info
+            )
         if stage in ("test", None) and self.test_set is None:
             self.test_set = build_dataset(
-                self.dataset, self.root, self.test_split, eval_transform(self.eval_short_side)
+                self.dataset, self.root, self.test_split, eval_transform(self.eval_short_side), info=self.info
             )
 
     def _loader(self, dataset: SegDataset | None, stage: str, sampler, batch_size: int) -> DataLoader:
@@ -253,7 +279,7 @@ class SegDataModule(L.LightningDataModule):
         if len(sampler) == 0 and len(dataset) > 0:
             # fewer images than processes: a process with an empty shard would fail Lightning's
             # check (or skip the metric sync the others wait in), so it runs one image that counts nothing
-            return self._loader(_Uncounted(dataset), stage, [0], 1)
+            return self._loader(_Uncounted(dataset, self.info.ignore_index), stage, [0], 1)
         return self._loader(dataset, stage, sampler, 1)  # batch 1: eval images differ in size
 
     def val_dataloader(self) -> DataLoader:

@@ -10,9 +10,11 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from zegclip.data.classes import get_dataset_info
 from zegclip.data.datasets import SETTINGS, train_class_ids
+from zegclip.data.folder import class_synonyms
 from zegclip.metrics import SegMetrics
 from zegclip.model import CheckpointError, ZegCLIP, ZegCLIPCriterion, build_zegclip, pseudo_labels
 from zegclip.model.build import read_checkpoint
+from zegclip.segmentation import encode_vocabulary
 from zegclip.training.callbacks import NonFiniteError, trainable_weights_finite
 from zegclip.training.optim import build_optimizer, build_scheduler, describe_param_groups
 
@@ -26,7 +28,11 @@ class ZegCLIPModule(L.LightningModule):
     Args:
         model: keyword arguments of :func:`zegclip.build_zegclip`; stored in the checkpoint,
             so ``zegclip.load_model(ckpt)`` rebuilds the network without Lightning.
-        dataset: the benchmark whose vocabulary is trained and evaluated (``voc``, ...).
+        dataset: the benchmark whose vocabulary is trained and evaluated (``voc``, ...), or
+            ``folder`` (your own images, `zegclip.data.folder`), whose classes are read from
+            ``dataset_root`` with the ``unseen`` classes by name and its ``ignore_index``
+            (the data config's ``root``, ``unseen`` and ``ignore_index``; unused otherwise).
+            A class with synonyms is the mean of their text embeddings, as in predict.
         setting: ``inductive`` (seen classes only; calibrated evaluation), ``transductive``
             (all classes; unseen pixels pseudo-labelled) or ``fully`` (all classes).
         templates: ``single``, ``ensemble`` or a list of format strings.
@@ -72,10 +78,14 @@ class ZegCLIPModule(L.LightningModule):
         cpu_attention_backward: str = "flash",
         class_chunk: int | None = None,
         network: ZegCLIP | None = None,
+        dataset_root: str | None = None,
+        unseen: list[str] | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"module.setting must be one of {SETTINGS}, got {setting!r}")
+        info = get_dataset_info(dataset, dataset_root, unseen, ignore_index)  # before any weights are read
         self.save_hyperparameters(ignore=["network"])
         self.model = network if network is not None else build_zegclip(**model)
         self.model.image_encoder.cpu_attention_backward = cpu_attention_backward  # validated there
@@ -86,8 +96,8 @@ class ZegCLIPModule(L.LightningModule):
                 self.model.load_weights(trainable, trainable_only=True, source=str(init_from))
             except (KeyError, ValueError) as err:
                 raise CheckpointError(err.args[0]) from err
-        info = get_dataset_info(dataset)
         self.class_names = info.class_names
+        self.synonyms = class_synonyms(info)
         self.train_ids = train_class_ids(info, setting)
         seen = tuple(range(info.num_classes)) if cross_dataset else info.seen_ids
         unseen = () if cross_dataset else info.unseen_ids
@@ -105,8 +115,11 @@ class ZegCLIPModule(L.LightningModule):
     # --- vocabulary -----------------------------------------------------------------------
     def class_embeddings(self, train: bool) -> torch.Tensor:
         """C x D embeddings of the training vocabulary or of every class (cached by the model)."""
-        names = [self.class_names[i] for i in self.train_ids] if train else list(self.class_names)
-        return self.model.encode_text(names, self.hparams.templates)
+        ids = self.train_ids if train else range(len(self.class_names))
+        vocabulary = [list(self.synonyms[i]) for i in ids]
+        if any(len(names) > 1 for names in vocabulary):
+            return encode_vocabulary(self.model, vocabulary, self.hparams.templates)
+        return self.model.encode_text([names[0] for names in vocabulary], self.hparams.templates)
 
     # --- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

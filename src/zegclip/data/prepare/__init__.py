@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m zegclip.data.prepare {voc,coco_stuff,context} --raw DIR --out DIR \
+    python -m zegclip.data.prepare {voc,coco_stuff,context,pc459,ade150,ade847} --raw DIR --out DIR \
         [--workers N] [--strict]
 
 ``--raw`` holds the downloads, either as the original archives or already
@@ -18,15 +18,23 @@ and a label in ``--out`` (the COCO-Stuff image folders stand in for lists): an a
 cut short, or lists naming files the downloads lack, is an error, not a quietly
 smaller dataset. Nothing already prepared is deleted on an error.
 
-One module per dataset (:mod:`.voc`, :mod:`.coco_stuff`, :mod:`.context`), the shared
-file work in :mod:`.files`, where the files go in :mod:`zegclip.data.layouts`, and the
-command line in :mod:`zegclip.cli.prepare`.
+One module per dataset (:mod:`.voc`, :mod:`.coco_stuff`, :mod:`.context` for both
+``context`` and ``pc459``, :mod:`.ade20k` for ``ade150`` and ``ade847``), the shared file
+work in :mod:`.files`, where the files go in :mod:`zegclip.data.layouts`, and the command
+line in :mod:`zegclip.cli.prepare`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from zegclip.data.prepare.ade20k import (
+    ADE150_ARCHIVE,
+    ADE_FULL_ARCHIVE,
+    ade847_lut,
+    prepare_ade150,
+    prepare_ade847,
+)
 from zegclip.data.prepare.coco_stuff import (
     COCO_IMAGE_ARCHIVES,
     COCO_STUFF_ARCHIVE,
@@ -38,7 +46,9 @@ from zegclip.data.prepare.context import (
     CONTEXT_MAT_ARCHIVE,
     VOC2010_ARCHIVE,
     context_lut,
+    pc459_label,
     prepare_context,
+    prepare_pc459,
     rle_decode,
 )
 from zegclip.data.prepare.files import (
@@ -58,6 +68,8 @@ from zegclip.data.prepare.files import (
 from zegclip.data.prepare.voc import SBD_ARCHIVE, VOC_ARCHIVE, prepare_voc, voc_lists
 
 __all__ = [
+    "ADE150_ARCHIVE",
+    "ADE_FULL_ARCHIVE",
     "COCO_IMAGE_ARCHIVES",
     "COCO_STUFF_ARCHIVE",
     "CONTEXT_JSON",
@@ -70,14 +82,19 @@ __all__ = [
     "VOC2010_ARCHIVE",
     "VOC_ARCHIVE",
     "PrepareError",
+    "ade847_lut",
     "coco_stuff_lut",
     "context_lut",
+    "pc459_label",
     "dataset_items",
     "default_workers",
     "is_current",
     "link_or_copy",
+    "prepare_ade150",
+    "prepare_ade847",
     "prepare_coco_stuff",
     "prepare_context",
+    "prepare_pc459",
     "prepare_voc",
     "read_split",
     "rle_decode",
@@ -91,5 +108,8 @@ PREPARERS: dict[str, Callable[..., dict[str, int]]] = {
     "voc": prepare_voc,
     "coco_stuff": prepare_coco_stuff,
     "context": prepare_context,
+    "pc459": prepare_pc459,
+    "ade150": prepare_ade150,
+    "ade847": prepare_ade847,
 }
 """The preparer of each dataset: ``prepare(raw, out, workers=None, strict=False) -> counts``."""

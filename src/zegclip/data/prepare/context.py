@@ -1,10 +1,17 @@
-"""PASCAL Context (59 classes + background): the VOC 2010 images and the full annotations.
+"""PASCAL Context: the VOC 2010 images and the full (459-class) annotations.
 
 Raw: ``VOCtrainval_03-May-2010.tar`` (``VOCdevkit/VOC2010``) and the full 459-class
 annotations, either ``trainval.tar.gz`` (per-image ``trainval/<id>.mat``) or the PASCAL in
 Detail ``trainval_merged.json`` (RLE or polygon masks), optionally with the Context
-``train.txt``/``val.txt`` lists. Prepared: the ``context`` layout of
-:mod:`zegclip.data.layouts`, labels mapped to 0..59 by :func:`context_lut`.
+``train.txt``/``val.txt`` lists. Two prepared datasets come from them (layouts of
+:mod:`zegclip.data.layouts`):
+
+* ``context`` (:func:`prepare_context`): train and val, 8-bit labels mapped to 0..59 by
+  :func:`context_lut` (0 = background: everything outside the 59 classes).
+* ``pc459`` (:func:`prepare_pc459`): val only (open-vocabulary evaluation), all 459
+  classes, 16-bit labels mapped by :func:`pc459_label` as the open-vocabulary
+  repositories do (SAN, ov-seg, CAT-Seg: ``LabelMap - 1`` on the uint16 map): full id k
+  -> k - 1 (0..458), unlabelled 0 -> 65535, the ignore value.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from zegclip.data import layouts
-from zegclip.data.classes import CONTEXT_FULL_IDS
+from zegclip.data.classes import CONTEXT_FULL_IDS, DATASETS
 from zegclip.data.prepare import files
 
 logger = logging.getLogger("zegclip.data.prepare")
@@ -63,6 +71,30 @@ def _apply_context_lut(full: np.ndarray) -> np.ndarray:
     full = np.asarray(full).astype(np.int64)
     inside = (full >= 0) & (full < len(lut))
     return lut[np.where(inside, full, 0)]
+
+
+PC459_MAX_ID = 459
+"""The largest full PASCAL-Context id (``labels.txt``: 1 accordion ... 459 wool)."""
+
+
+def pc459_label(full: np.ndarray) -> np.ndarray:
+    """Full PASCAL-Context ids -> pc459 label (uint16): k -> k - 1 (0..458), 0 -> 65535.
+
+    What SAN (``datasets/prepare_pcontext_sem_seg_459cls.py``), ov-seg and CAT-Seg
+    (``datasets/prepare_pascal_context_459.py``) do with ``LabelMap - 1`` on the uint16
+    map: the unlabelled value 0 wraps round to 65535, the ignore value of their 16-bit
+    labels (``DATASETS["pc459"].ignore_index``).
+
+    Raises:
+        ValueError: for values outside 0..459 (not a full PASCAL-Context map).
+    """
+    full = np.asarray(full)
+    if full.size and (full.min() < 0 or full.max() > PC459_MAX_ID):
+        bad = np.unique(full[(full < 0) | (full > PC459_MAX_ID)])
+        raise ValueError(f"label values {bad[:10].tolist()} outside 0..{PC459_MAX_ID} (the full PASCAL-Context ids)")
+    label = full.astype(np.int64) - 1
+    label[label < 0] = DATASETS["pc459"].ignore_index
+    return label.astype(np.uint16)
 
 
 def _rle_counts(counts: str | list[int]) -> list[int]:
@@ -118,15 +150,30 @@ def _convert_context_mat(mat_path: str, out_path: str) -> None:
     files.write_label_png(_apply_context_lut(files.load_mat_field(mat_path, None, "LabelMap")), out_path)
 
 
-def _convert_context_json(h: int, w: int, anns: list[tuple[int, Any]], out_path: str) -> None:
-    """Detail-API annotations of one image -> Context-60 PNG (later annotations paint over)."""
+def _convert_pc459_mat(mat_path: str, out_path: str) -> None:
+    """PASCAL-Context ``trainval/<id>.mat`` (LabelMap, 459-class ids) -> 16-bit pc459 PNG."""
+    files.write_label_png(pc459_label(files.load_mat_field(mat_path, None, "LabelMap")), out_path, bits=16)
+
+
+def _paint_full(h: int, w: int, anns: list[tuple[int, Any]]) -> np.ndarray:
+    """Detail-API annotations of one image -> full-id map (later ones paint over; 0 where none)."""
     full = np.zeros((h, w), dtype=np.int64)
     for category_id, seg in anns:
         mask = _segmentation_mask(seg, h, w)
         if mask.shape != (h, w):
             raise ValueError(f"mask of shape {mask.shape} for a {h}x{w} image")
         full[mask] = category_id
-    files.write_label_png(_apply_context_lut(full), out_path)
+    return full
+
+
+def _convert_context_json(h: int, w: int, anns: list[tuple[int, Any]], out_path: str) -> None:
+    """Detail-API annotations of one image -> Context-60 PNG (later annotations paint over)."""
+    files.write_label_png(_apply_context_lut(_paint_full(h, w, anns)), out_path)
+
+
+def _convert_pc459_json(h: int, w: int, anns: list[tuple[int, Any]], out_path: str) -> None:
+    """Detail-API annotations of one image -> 16-bit pc459 PNG (later annotations paint over)."""
+    files.write_label_png(pc459_label(_paint_full(h, w, anns)), out_path, bits=16)
 
 
 def _read_context_json(path: Path) -> tuple[dict[str, tuple[int, int, str]], dict[str, list]]:
@@ -175,24 +222,35 @@ def _find_context_lists(raw: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def prepare_context(
-    raw: str | Path, out: str | Path, workers: int | None = None, strict: bool = False
-) -> dict[str, int]:
-    """Prepare PASCAL Context (59 classes + background) in ``out/VOCdevkit/VOC2010``.
+@dataclass(frozen=True)
+class _Sources:
+    """The located raw inputs of PASCAL Context and the split lists taken from them."""
 
-    Args:
-        raw: Folder with ``VOCtrainval_03-May-2010.tar`` (or ``VOCdevkit/VOC2010``) and the
-            full PASCAL-Context annotations: ``trainval.tar.gz`` (or its ``trainval/`` folder
-            of per-image .mat files) or ``trainval_merged.json``; optionally the Context
-            ``train.txt``/``val.txt`` lists.
-        out: Output root.
-        workers: Conversion processes (default min(8, CPU count)).
-        strict: Raise PrepareError when counts differ from the official ones.
+    voc: Path
+    """The VOC 2010 devkit folder (``JPEGImages``, ``ImageSets/Main``)."""
+    mats: Path | None
+    """The folder of per-image ``<id>.mat`` files; None: the annotations are ``json_path``."""
+    json_path: Path | None
+    images_json: dict[str, tuple[int, int, str]]
+    """``{id: (height, width, phase)}`` of the Detail JSON (empty with ``mats``)."""
+    anns: dict[str, list]
+    """``{id: [(category_id, segmentation), ...]}`` of the Detail JSON (empty with ``mats``)."""
+    annotated: set[str]
+    source: str
+    """Where the annotations come from, for messages."""
+    lists: dict[str, list[str]]
+    """The ``train`` and ``val`` ids (sorted, unique)."""
+    list_source: str
+    """Where the lists come from, for messages."""
 
-    Returns:
-        Images per split list: train, val.
+
+def _sources(name: str, raw: Path, out: Path) -> _Sources:
+    """Locate the VOC 2010 images and the full annotations in ``raw``; find or derive the lists.
+
+    Lists: the Context ``train.txt``/``val.txt`` in ``raw``, else the ``phase`` of each
+    image of the Detail JSON, else VOC 2010 ``ImageSets/Main/{train,val}.txt`` intersected
+    with the annotated ids. ``name`` (``context``, ``pc459``) only names the log lines.
     """
-    raw, out = Path(raw), Path(out)
     voc, mats = files.locate(raw, out, VOC2010_DEVKIT), files.locate(raw, out, CONTEXT_MATS, optional=True)
     json_path = next(
         (p for p in (raw / CONTEXT_JSON, raw / "pascal_context" / CONTEXT_JSON) if p.is_file()),
@@ -216,12 +274,12 @@ def prepare_context(
     if lists is not None:
         train, val = files.read_split(lists[0]), files.read_split(lists[1])
         list_source = f"{lists[0]} and {lists[1]}"
-        logger.info("context: split lists from %s and %s", *lists)
+        logger.info("%s: split lists from %s and %s", name, *lists)
     elif images_json:
         train = [i for i, (_h, _w, phase) in images_json.items() if phase == "train"]
         val = [i for i, (_h, _w, phase) in images_json.items() if phase == "val"]
         list_source = f"the 'phase' of each image in {json_path}"
-        logger.info("context: split lists from the 'phase' of each image in %s", json_path)
+        logger.info("%s: split lists from the 'phase' of each image in %s", name, json_path)
     else:
         main_sets = voc / "ImageSets" / "Main"
         if not (main_sets / "train.txt").is_file() or not (main_sets / "val.txt").is_file():
@@ -233,39 +291,110 @@ def prepare_context(
         val = [i for i in files.read_split(main_sets / "val.txt") if i in annotated]
         list_source = f"{main_sets}/{{train,val}}.txt (the annotated ids among them)"
         logger.info(
-            "context: no Context split lists in %s; derived them from VOC2010 "
+            "%s: no Context split lists in %s; derived them from VOC2010 "
             "ImageSets/Main/{train,val}.txt intersected with the annotated ids",
+            name,
             raw,
         )
+    return _Sources(
+        voc=voc,
+        mats=mats,
+        json_path=json_path,
+        images_json=images_json,
+        anns=anns,
+        annotated=annotated,
+        source=source,
+        lists={"train": sorted(set(train)), "val": sorted(set(val))},
+        list_source=list_source,
+    )
 
-    n_images = files.link_files(voc / "JPEGImages", layouts.image_dir("context", out), ".jpg", "images")
-    splits = {"train": sorted(set(train)), "val": sorted(set(val))}
+
+def _prepare(name: str, raw: str | Path, out: str | Path, splits: tuple[str, ...], workers: int | None) -> _Sources:
+    """Link the images and write the labels of the ids of ``splits`` (split lists not yet written).
+
+    Raises:
+        PrepareError: before any label is written, naming each list with ids that lack
+            an image or an annotation.
+    """
+    raw, out = Path(raw), Path(out)
+    src = _sources(name, raw, out)
+    n_images = files.link_files(src.voc / "JPEGImages", layouts.image_dir(name, out), ".jpg", "images")
     bad = []
-    for split, split_ids in splits.items():
+    for split in splits:
         lacking = []
-        for i in split_ids:
-            what = [] if layouts.image_path("context", out, i, split).is_file() else ["image"]
-            what += [] if i in annotated else [f"annotation in {source}"]
+        for i in src.lists[split]:
+            what = [] if layouts.image_path(name, out, i, split).is_file() else ["image"]
+            what += [] if i in src.annotated else [f"annotation in {src.source}"]
             if what:
                 lacking.append(f"{i} (no {' and no '.join(what)})")
         if lacking:
-            bad.append((layouts.split_file("context", out, split), len(split_ids), lacking))
+            bad.append((layouts.split_file(name, out, split), len(src.lists[split]), lacking))
     if bad:
-        raise files.missing_files_error("context", bad, list_source)
-    ids = sorted(set(splits["train"]) | set(splits["val"]))
-    logger.info("context: %d images linked, %d labels from %s", n_images, len(ids), source)
+        raise files.missing_files_error(name, bad, src.list_source)
+    ids = sorted(set().union(*(src.lists[s] for s in splits)))
+    logger.info("%s: %d images linked, %d labels from %s", name, n_images, len(ids), src.source)
 
-    if mats is not None:
-        tasks = [(str(mats / f"{i}.mat"), str(layouts.label_path("context", out, i))) for i in ids]
-        files.convert_all(_convert_context_mat, tasks, workers, "Context labels")
+    desc = {"context": "Context labels", "pc459": "Context-459 labels"}[name]
+    if src.mats is not None:
+        convert = {"context": _convert_context_mat, "pc459": _convert_pc459_mat}[name]
+        tasks = [(str(src.mats / f"{i}.mat"), str(layouts.label_path(name, out, i))) for i in ids]
+        files.convert_all(convert, tasks, workers, desc)
     else:
+        convert = {"context": _convert_context_json, "pc459": _convert_pc459_json}[name]
         tasks = [
-            (images_json[i][0], images_json[i][1], anns[i], str(layouts.label_path("context", out, i))) for i in ids
+            (src.images_json[i][0], src.images_json[i][1], src.anns[i], str(layouts.label_path(name, out, i)))
+            for i in ids
         ]
-        files.convert_all(_convert_context_json, tasks, workers, "Context labels", sources=[json_path] * len(tasks))
+        files.convert_all(convert, tasks, workers, desc, sources=[src.json_path] * len(tasks))
+    return src
 
-    files.write_checked_lists("context", out, splits, list_source)
-    counts = {k: len(v) for k, v in splits.items()}
+
+def prepare_context(
+    raw: str | Path, out: str | Path, workers: int | None = None, strict: bool = False
+) -> dict[str, int]:
+    """Prepare PASCAL Context (59 classes + background) in ``out/VOCdevkit/VOC2010``.
+
+    Args:
+        raw: Folder with ``VOCtrainval_03-May-2010.tar`` (or ``VOCdevkit/VOC2010``) and the
+            full PASCAL-Context annotations: ``trainval.tar.gz`` (or its ``trainval/`` folder
+            of per-image .mat files) or ``trainval_merged.json``; optionally the Context
+            ``train.txt``/``val.txt`` lists.
+        out: Output root.
+        workers: Conversion processes (default min(8, CPU count)).
+        strict: Raise PrepareError when counts differ from the official ones.
+
+    Returns:
+        Images per split list: train, val.
+    """
+    src = _prepare("context", raw, out, ("train", "val"), workers)
+    files.write_checked_lists("context", Path(out), src.lists, src.list_source)
+    counts = {k: len(v) for k, v in src.lists.items()}
     logger.info("context: %s", counts)
     files.compare_counts("context", counts, strict)
+    return counts
+
+
+def prepare_pc459(raw: str | Path, out: str | Path, workers: int | None = None, strict: bool = False) -> dict[str, int]:
+    """Prepare PASCAL-Context with all 459 classes (``pc459``, val only) in ``out/VOCdevkit/VOC2010``.
+
+    The same downloads as :func:`prepare_context` and the same val list; the labels go
+    to ``SegmentationClassContext459/<id>.png``, 16-bit, mapped by :func:`pc459_label`
+    (0..458, 65535 unlabelled). Preparing both datasets into one ``out`` shares the
+    images and ``ImageSets/SegmentationContext/val.txt``.
+
+    Args:
+        raw: As for :func:`prepare_context`.
+        out: Output root.
+        workers: Conversion processes (default min(8, CPU count)).
+        strict: Raise PrepareError when the count differs from the official 5,104.
+
+    Returns:
+        Images per split list: val.
+    """
+    src = _prepare("pc459", raw, out, ("val",), workers)
+    lists = {"val": src.lists["val"]}
+    files.write_checked_lists("pc459", Path(out), lists, src.list_source)
+    counts = {k: len(v) for k, v in lists.items()}
+    logger.info("pc459: %s", counts)
+    files.compare_counts("pc459", counts, strict)
     return counts

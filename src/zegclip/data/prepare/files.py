@@ -33,7 +33,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from zegclip.constants import IGNORE_INDEX
 from zegclip.data import layouts
 from zegclip.data.classes import DATASETS
 from zegclip.data.layouts import read_ids as read_split
@@ -68,6 +67,9 @@ OFFICIAL_COUNTS: dict[str, dict[str, int]] = {
     "voc": {"train": 1464, "val": 1449, "aug": 9118, "trainaug": 10582},
     "coco_stuff": {"train2017": 118287, "val2017": 5000},
     "context": {"train": 4996, "val": 5104},
+    "pc459": {"val": 5104},
+    "ade150": {"training": 20210, "validation": 2000},
+    "ade847": {"validation": 2000},
 }
 """Images per split of the full datasets (docs/method.md §9)."""
 
@@ -96,20 +98,26 @@ def write_split(path: str | Path, ids: Iterable[str]) -> None:
     os.replace(tmp, path)
 
 
-def write_label_png(label: np.ndarray, path: str | Path) -> None:
-    """Write a single-channel uint8 index map as a grayscale PNG, atomically.
+def write_label_png(label: np.ndarray, path: str | Path, bits: int = 8) -> None:
+    """Write a single-channel index map as a grayscale PNG, atomically.
 
-    The PNG goes to a temporary name in the same folder and is then ``os.replace``d,
-    so an interrupted run never leaves a half-written file under the final name.
+    ``bits=8``: an 8-bit PNG (mode ``L``); ``bits=16``: a 16-bit one (mode ``I;16``, for
+    vocabularies above 255 classes). The PNG goes to a temporary name in the same folder
+    and is then ``os.replace``d, so an interrupted run never leaves a half-written file
+    under the final name.
     """
     path = Path(path)
     label = np.asarray(label)
     if label.ndim != 2:
         raise ValueError(f"label must be 2-D, got shape {label.shape}")
-    if label.dtype != np.uint8:
-        if label.size and (label.min() < 0 or label.max() > 255):
-            raise ValueError(f"label values outside 0..255 for {path}")
-        label = label.astype(np.uint8)
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    dtype = np.uint8 if bits == 8 else np.uint16
+    if label.dtype != dtype:
+        top = int(np.iinfo(dtype).max)
+        if label.size and (label.min() < 0 or label.max() > top):
+            raise ValueError(f"label values outside 0..{top} for {path}")
+        label = label.astype(dtype)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         Image.fromarray(np.ascontiguousarray(label)).save(tmp, format="PNG")
@@ -188,15 +196,19 @@ def _read_stamp(folder: Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else None
 
 
-def _extract(archive: Path, extract_root: Path) -> Path:
+def _extract(archive: Path, extract_root: Path, members: str | None = None) -> Path:
     """Extract ``archive`` into ``extract_root/<archive name>`` and return that folder.
 
     An earlier extraction is reused only when its :data:`EXTRACT_STAMP` names this
-    archive with the same size and mtime; otherwise it is removed and the archive is
-    extracted again (the stamp goes in last, so an interrupted extraction never counts).
+    archive with the same size and mtime (and the same ``members``); otherwise it is
+    removed and the archive is extracted again (the stamp goes in last, so an interrupted
+    extraction never counts). ``members``: extract only the members whose names start
+    with it (None: all).
     """
     dest = extract_root / archive.name
     stamp = _archive_stamp(archive)
+    if members is not None:
+        stamp["members"] = members
     if dest.is_dir():
         recorded = _read_stamp(dest)
         if recorded == stamp:
@@ -204,7 +216,7 @@ def _extract(archive: Path, extract_root: Path) -> Path:
         if recorded is None:
             why = "holds no record of the archive it came from"
         else:
-            changed = [k for k in ("archive", "size", "mtime_ns") if recorded.get(k) != stamp[k]]
+            changed = [k for k in ("archive", "size", "mtime_ns", "members") if recorded.get(k) != stamp.get(k)]
             why = f"came from a different archive ({', '.join(changed)} differ)"
         logger.info("%s %s; removing it and extracting %s again", dest, why, archive)
         try:
@@ -217,13 +229,15 @@ def _extract(archive: Path, extract_root: Path) -> Path:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                for name in tqdm(zf.namelist(), desc=f"extract {archive.name}", unit="file"):
+                names = [n for n in zf.namelist() if members is None or n.startswith(members)]
+                for name in tqdm(names, desc=f"extract {archive.name}", unit="file"):
                     zf.extract(name, partial)
         elif tarfile.is_tarfile(archive):
             safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             with tarfile.open(archive) as tf:
                 for member in tqdm(tf, desc=f"extract {archive.name}", unit="file"):
-                    tf.extract(member, partial, **safe)
+                    if members is None or member.name.startswith(members):
+                        tf.extract(member, partial, **safe)
         else:
             raise PrepareError(f"{archive} is neither a tar nor a zip archive (incomplete or wrong download?)")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
@@ -257,6 +271,9 @@ class Download:
     """Relative paths the folder must contain."""
     suffix: str | None = None
     """If set, the folder must contain at least one file with this suffix."""
+    members: str | None = None
+    """If set, only the archive members whose names start with it are extracted (a part of a
+    large archive: the full ADE20K release's validation images)."""
 
 
 def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> Path | None:
@@ -289,7 +306,7 @@ def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> 
         path = raw / d.archive
         looked.append(str(path))
         if path.is_file():
-            cand = _extract(path, out / EXTRACT_DIR) / d.inner
+            cand = _extract(path, out / EXTRACT_DIR, d.members) / d.inner
             lacks = missing(cand) if cand.is_dir() else [d.inner + "/"]
             if lacks:
                 raise PrepareError(
@@ -478,15 +495,16 @@ def write_checked_lists(name: str, out: Path, lists: dict[str, list[str]], sourc
 
 
 def valid_label_values(name: str) -> np.ndarray:
-    """256-entry bool table of the values a prepared label of dataset ``name`` may hold.
+    """Bool table of the values a prepared label of dataset ``name`` may hold.
 
-    VOC: 0..20 and 255; Context: 0..59; COCO-Stuff: 0..170 and 255.
+    VOC: 0..20 and 255; Context: 0..59; COCO-Stuff: 0..170 and 255 (256 entries);
+    16-bit labels (``ignore_index`` above 255, e.g. pc459: 0..458 and 65535): 65536 entries.
     """
     info = DATASETS[name]
     top = info.num_classes if info.reduce_zero_label else info.num_classes - 1
-    valid = np.zeros(256, dtype=bool)
+    valid = np.zeros(max(256, info.ignore_index + 1), dtype=bool)
     valid[: top + 1] = True
-    valid[IGNORE_INDEX] = name != "context"
+    valid[info.ignore_index] = name != "context"
     return valid
 
 
