@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.helpers.configs import TINY_DEMO
+from tests.helpers.training import SigtermAtBatch, train_with
 from tests.helpers.wandb_records import read_run
 from zegclip.data.classes import SYNTHETIC_CLASSES
 from zegclip.data.datasets import DatasetError
 from zegclip.data.synthetic import write_synthetic_folder
+from zegclip.training.callbacks import RunInterrupted
 from zegclip.training.config import ConfigError, validate_config
 from zegclip.training.datamodule import SegDataModule
 from zegclip.training.eval import evaluate
@@ -154,3 +156,19 @@ def test_folder_data_needs_its_root(compose_cfg):
     cfg = compose_cfg("train", ["data=folder"])
     with pytest.raises(ConfigError, match=r"data\.root"):
         validate_config(cfg)
+
+
+def test_resume_on_the_folder_continues_to_the_same_weights(trained, compose_cfg, tmp_path, monkeypatch):
+    """Stopped by SIGTERM after step 2, then ckpt_path=last: the same weights as 4 steps in one go."""
+    _, _, data = trained
+    overrides = [*TINY_FOLDER_DEMO, "trainer.max_steps=4", "eval_every=2", f"paths.data_dir={data}", "logger=none"]
+    train(compose_cfg("train", [*overrides, f"paths.output_dir={tmp_path / 'straight'}"]))
+    resumed_run = [*overrides, f"paths.output_dir={tmp_path / 'resumed'}"]
+    with pytest.raises(RunInterrupted):
+        train_with(monkeypatch, compose_cfg("train", resumed_run), SigtermAtBatch(0))
+    train(compose_cfg("train", [*resumed_run, "ckpt_path=last"]))
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == straight["global_step"] == 4
+    differ = [k for k, v in straight["state_dict"].items() if not torch.equal(resumed["state_dict"][k], v)]
+    assert not differ, differ[:5]

@@ -6,17 +6,16 @@ import csv
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
 from tests.helpers.configs import TINY_DEMO
 from tests.helpers.official import authors_layout
+from tests.helpers.training import SigtermAtBatch, train_with
 from zegclip import load_model
 from zegclip.training.callbacks import RunInterrupted
 from zegclip.training.eval import evaluate
@@ -79,35 +78,6 @@ def test_checkpoint_is_self_contained_and_evaluates_the_same(trained, compose_cf
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-4), key
 
 
-class _SigtermAtBatch(L.Callback):
-    """Sends SIGTERM to this process after micro-batch ``batch`` (counted over the run)."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.batch:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _train_with(monkeypatch, cfg, *callbacks):
-    """``train(cfg)`` with extra callbacks appended to the trainer the config builds."""
-    import zegclip.training.train as train_module
-
-    original = train_module.build_trainer
-
-    def build(cfg, **kwargs):
-        trainer = original(cfg, **kwargs)
-        trainer.callbacks.extend(callbacks)
-        return trainer
-
-    monkeypatch.setattr(train_module, "build_trainer", build)
-    try:
-        return train(cfg)
-    finally:
-        monkeypatch.setattr(train_module, "build_trainer", original)
-
-
 @pytest.mark.parametrize(
     ("batch_overrides", "sigterm_batch"),
     [
@@ -127,7 +97,7 @@ def test_sigterm_then_resume_is_bit_identical(
 
     cfg = compose_cfg("train", [*base, f"paths.output_dir={resumed_dir}"])
     with pytest.raises(RunInterrupted, match=r"stopped at step \d on SIGTERM; saved .*last.ckpt") as stop:
-        _train_with(monkeypatch, cfg, _SigtermAtBatch(sigterm_batch))
+        train_with(monkeypatch, cfg, SigtermAtBatch(sigterm_batch))
     stopped = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert f"step {stopped['global_step']} " in str(stop.value)
     assert 0 < stopped["global_step"] < 4
@@ -238,7 +208,7 @@ def test_sigterm_exit_code_is_143_without_metrics(trained, compose_cfg, tmp_path
     _, _, data = trained
     cfg = compose_cfg("train", [*STEPS, f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda c: _train_with(monkeypatch, c, _SigtermAtBatch(1)), cfg)
+        run_cli(lambda c: train_with(monkeypatch, c, SigtermAtBatch(1)), cfg)
     assert exit_info.value.code == 143
     assert "interrupted: stopped at step 3 on SIGTERM; saved" in capsys.readouterr().err
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

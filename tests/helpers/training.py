@@ -1,0 +1,39 @@
+"""Running the real training entry point with extra callbacks (pre-emption, ...)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+
+from zegclip.training.train import train
+
+
+class SigtermAtBatch(L.Callback):
+    """Sends SIGTERM to this process after micro-batch ``batch`` (counted over the run)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def train_with(monkeypatch, cfg, *callbacks):
+    """``train(cfg)`` with extra callbacks appended to the trainer the config builds."""
+    import zegclip.training.train as train_module
+
+    original = train_module.build_trainer
+
+    def build(cfg, **kwargs):
+        trainer = original(cfg, **kwargs)
+        trainer.callbacks.extend(callbacks)
+        return trainer
+
+    monkeypatch.setattr(train_module, "build_trainer", build)
+    try:
+        return train(cfg)
+    finally:
+        monkeypatch.setattr(train_module, "build_trainer", original)
