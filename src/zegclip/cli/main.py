@@ -17,9 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("zegclip.training.eval", "evaluate a checkpoint (experiment=... checkpoint=PATH)"),
     "suite": ("zegclip.training.suite", "evaluate a checkpoint on the open-vocabulary benchmarks, one table"),
     "predict": ("zegclip.cli.predict", "segment images with any vocabulary"),
+    "demo": ("zegclip.cli.demo", "web page to segment uploaded images (needs the demo extra)"),
     "prepare": ("zegclip.cli.prepare", "prepare a dataset from its raw archives"),
     "verify": ("zegclip.cli.verify", "check a prepared dataset before training"),
-    "synthetic": ("zegclip.cli.synthetic", "write the small synthetic dataset (VOC layout)"),
+    "synthetic": ("zegclip.cli.synthetic", "write the small synthetic dataset (VOC or folder layout)"),
     "export": ("zegclip.cli.export", "export the network to ONNX"),
     "efficiency": ("zegclip.cli.efficiency", "parameters, FLOPs and images/s of a model"),
 }

@@ -282,23 +282,24 @@ class ContextSeg(SegDataset):
         super().__init__(samples, info or DATASETS["context"], transform)
 
 
-class Context459Seg(SegDataset):
-    """PASCAL-Context with all 459 classes (``pc459``, evaluation only): 16-bit labels
-    stored reduced (0..458, 65535 unlabelled), returned as they are (uint16 H x W).
+class Label16Seg(SegDataset):
+    """An evaluation-only benchmark with more than 255 classes: 16-bit labels stored reduced
+    (0..C-1, ``info.ignore_index`` = 65535 unlabelled), returned as they are (uint16 H x W).
 
     Args:
-        root: folder holding ``VOCdevkit/``.
-        split: ``"val"`` (``ImageSets/SegmentationContext/val.txt``, Context's list).
+        name: the dataset (``pc459``, ``ade847``).
+        root: the data root of its layout.
+        split: one of the layout's splits (validation only).
         transform: optional albumentations-style callable.
     """
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
-        splits = layouts.layout("pc459").splits
-        if split not in splits:
-            raise DatasetError(f"pc459 is evaluation only: its splits are {', '.join(splits)}, not {split!r}")
+    def __init__(self, name: str, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        splits = layouts.layout(name).splits
+        if layouts.canonical_split(name, split) not in splits:
+            raise DatasetError(f"{name} is evaluation only: its splits are {', '.join(splits)}, not {split!r}")
         # not SegDataset.__init__: its 256-entry lookup tables are for 8-bit labels
-        self.samples = _layout_samples("pc459", root, split)
-        self.info = DATASETS["pc459"]
+        self.samples = _layout_samples(name, root, split)
+        self.info = DATASETS[name]
         self.transform = transform
         self.num_raw = self.info.num_classes
 
@@ -320,6 +321,20 @@ class Context459Seg(SegDataset):
                 f"classes; expected 0..{self.num_raw - 1} or {ignore}"
             )
         return {"image": image, "label": label, "id": sample_id}
+
+
+class Context459Seg(Label16Seg):
+    """PASCAL-Context with all 459 classes (``pc459``): ``VOCdevkit/VOC2010``, Context's val list."""
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        super().__init__("pc459", root, split, transform)
+
+
+class ADE847Seg(Label16Seg):
+    """ADE20K-847: ``ADE20K_2021_17_01``, split ``validation`` (or ``val``)."""
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        super().__init__("ade847", root, split, transform)
 
 
 class ADE150Seg(SegDataset):
@@ -334,46 +349,6 @@ class ADE150Seg(SegDataset):
 
     def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
         super().__init__(_layout_samples("ade150", root, split), DATASETS["ade150"], transform)
-
-
-class ADE847Seg(SegDataset):
-    """ADE20K-847 (evaluation only): 16-bit labels stored reduced (0..846, 65535 for pixels of
-    no class among the 847), returned as they are (uint16 H x W).
-
-    Args:
-        root: folder holding ``ADE20K_2021_17_01/``.
-        split: ``"validation"`` (or ``"val"``).
-        transform: optional albumentations-style callable.
-    """
-
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
-        lay = layouts.layout("ade847")
-        if layouts.canonical_split("ade847", split) not in lay.splits:
-            raise DatasetError(f"ade847 is evaluation only: its split is {', '.join(lay.splits)}, not {split!r}")
-        # not SegDataset.__init__: its 256-entry lookup tables are for 8-bit labels
-        self.samples = _layout_samples("ade847", root, split)
-        self.info = DATASETS["ade847"]
-        self.transform = transform
-        self.num_raw = self.info.num_classes
-
-    def load(self, index: int) -> dict[str, Any]:
-        """Read one sample, checked (no reduction: the labels are stored reduced)."""
-        sample_id, image_path, label_path = self.samples[index]
-        image = read_image(image_path)  # H x W x 3 uint8
-        label = read_label16(label_path)  # H x W uint16
-        if label.shape != image.shape[:2]:
-            raise DatasetError(
-                f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
-                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
-            )
-        ignore = self.info.ignore_index
-        bad = np.unique(label[(label >= self.num_raw) & (label != ignore)])
-        if bad.size:
-            raise DatasetError(
-                f"{label_path}: label values {bad[:10].tolist()} are outside the {self.info.name} "
-                f"classes; expected 0..{self.num_raw - 1} or {ignore}"
-            )
-        return {"image": image, "label": label, "id": sample_id}
 
 
 def build_dataset(

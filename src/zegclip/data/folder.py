@@ -38,7 +38,7 @@ from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data import layouts
 from zegclip.data.classes import FOLDER, DatasetInfo
 from zegclip.data.datasets import DatasetError, SegDataset, Transform, _layout_samples, read_image
-from zegclip.data.verify import DEFAULT_SAMPLE, VerifyReport
+from zegclip.data.verify import DEFAULT_SAMPLE, VerifyReport, check_presence, examples
 from zegclip.segmentation import VocabularyError, parse_vocabulary
 
 __all__ = [
@@ -61,7 +61,6 @@ MAX_TRAIN_CLASSES = HIDDEN_INDEX
 """Most classes a folder can be trained with: the 8-bit training labels keep 254 (hidden,
 transductive) and 255 (ignored) for themselves."""
 _WIDE_IGNORE = 65535
-_EXAMPLES = 3
 
 
 class FolderError(DatasetError):
@@ -77,10 +76,6 @@ class FolderInfo(DatasetInfo):
     value the reader maps it to (255, or 65535 above 254 classes)."""
     synonyms: tuple[tuple[str, ...], ...] = ()
     """Every name of each class, the first one its ``class_names`` entry."""
-
-
-def _examples(items: Sequence[object]) -> str:
-    return ", ".join(str(p) for p in items[:_EXAMPLES]) + (", ..." if len(items) > _EXAMPLES else "")
 
 
 def read_classes(root: str | Path) -> list[list[str]]:
@@ -301,7 +296,7 @@ def make_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0, force
     images = layouts.image_files(FOLDER, root)
     several = sorted(i for i, files in images.items() if len(files) > 1)
     if several:
-        raise FolderError(f"{len(several)} id(s) have several images, e.g. {_examples([images[i] for i in several])}")
+        raise FolderError(f"{len(several)} id(s) have several images, e.g. {examples([images[i] for i in several])}")
     ids = sorted(i for i in images if layouts.label_path(FOLDER, root, i).is_file())
     unlabelled = sorted(set(images) - set(ids))
     if unlabelled:
@@ -309,7 +304,7 @@ def make_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0, force
             "%d image(s) have no label in %s and are left out, e.g. %s",
             len(unlabelled),
             layouts.label_dir(FOLDER, root),
-            _examples(unlabelled),
+            examples(unlabelled),
         )
     if len(ids) < 2:
         raise FolderError(f"{root}: {len(ids)} image(s) with a label; a split needs at least 2")
@@ -349,22 +344,12 @@ def _check_lists(root: Path, items: dict[str, list[layouts.Row]], report: Verify
     images = layouts.image_files(FOLDER, root, ids=ids)
     several = [images[i] for i in ids if len(images.get(i, ())) > 1]
     if several:
-        report.problems.append(f"{len(several)} id(s) have several images, e.g. {_examples(several)}")
-    for split, rows in items.items():
-        report.split_sizes[split] = len(rows)
-        if not rows:
-            report.problems.append(f"{split}: the split is empty")
-            continue
-        for kind, col in (("image", 1), ("label", 2)):
-            lacking = [row[col] for row in rows if not row[col].is_file()]
-            if lacking:
-                report.problems.append(
-                    f"{split}: {len(lacking)} of {len(rows)} ids have no {kind}, e.g. {_examples(lacking)}"
-                )
+        report.problems.append(f"{len(several)} id(s) have several images, e.g. {examples(several)}")
+    check_presence(items, report)
     if "train" in items and "val" in items:
         both = sorted({r[0] for r in items["train"]} & {r[0] for r in items["val"]})
         if both:
-            report.warnings.append(f"{len(both)} id(s) are in both train and val, e.g. {_examples(both)}")
+            report.warnings.append(f"{len(both)} id(s) are in both train and val, e.g. {examples(both)}")
 
 
 def _unreadable(path: Path, err: BaseException) -> str:
@@ -480,19 +465,19 @@ def _report_labels(
 ) -> None:
     if unreadable:
         report.problems.append(
-            f"{len(unreadable)} file(s) cannot be decoded (truncated, corrupt or not an image): {_examples(unreadable)}"
+            f"{len(unreadable)} file(s) cannot be decoded (truncated, corrupt or not an image): {examples(unreadable)}"
         )
     for mode, paths in colour.items():
-        report.problems.append(_colour_message(len(paths), _examples(paths), mode))
+        report.problems.append(_colour_message(len(paths), examples(paths), mode))
     if bad_mode:
         report.problems.append(
-            f"{len(bad_mode)} label(s) are not single-channel index maps (L, P or 16-bit): {_examples(bad_mode)}"
+            f"{len(bad_mode)} label(s) are not single-channel index maps (L, P or 16-bit): {examples(bad_mode)}"
         )
     if bad_values and info is not None:
         paths = sorted({p for ps in bad_values.values() for p in ps})
         report.problems.append(
             f"{len(paths)} label(s) hold values outside {allowed_values(info)} of the {info.num_classes} "
-            f"classes (values {sorted(bad_values)[:10]}), e.g. {_examples(paths)}"
+            f"classes (values {sorted(bad_values)[:10]}), e.g. {examples(paths)}"
         )
     if bad_size:
-        report.problems.append(f"{len(bad_size)} label(s) differ in size from their image: {_examples(bad_size)}")
+        report.problems.append(f"{len(bad_size)} label(s) differ in size from their image: {examples(bad_size)}")

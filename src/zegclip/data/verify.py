@@ -55,14 +55,15 @@ class VerifyReport:
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
 
 
-def _examples(paths: Sequence[object]) -> str:
+def examples(paths: Sequence[object]) -> str:
+    """The first few of ``paths``, for a problem line."""
     return ", ".join(str(p) for p in paths[:_EXAMPLES]) + (", ..." if len(paths) > _EXAMPLES else "")
 
 
 def colour_label_message(name: str, paths: Sequence[Path], mode: str) -> str:
     """The problem reported for colour (RGB/RGBA) label PNGs."""
     return (
-        f"{len(paths)} sampled label(s) are COLOUR images (mode {mode}), e.g. {_examples(paths)}: "
+        f"{len(paths)} sampled label(s) are COLOUR images (mode {mode}), e.g. {examples(paths)}: "
         "labels must be single-channel class-index maps; a colour label read as indices was "
         "the most common cause of near-zero mIoU. Fix: use the official VOC SegmentationClass "
         "palette PNGs as they are (they read as indices) and the grayscale PNGs written by "
@@ -71,7 +72,8 @@ def colour_label_message(name: str, paths: Sequence[Path], mode: str) -> str:
     )
 
 
-def _check_presence(items: dict[str, list[tuple[str, Path, Path]]], report: VerifyReport) -> None:
+def check_presence(items: dict[str, list[tuple[str, Path, Path]]], report: VerifyReport) -> None:
+    """Every split non-empty and every listed id with an image and a label; sizes recorded."""
     for split, rows in items.items():
         report.split_sizes[split] = len(rows)
         if not rows:
@@ -81,7 +83,7 @@ def _check_presence(items: dict[str, list[tuple[str, Path, Path]]], report: Veri
             lacking = [row[col] for row in rows if not row[col].is_file()]
             if lacking:
                 report.problems.append(
-                    f"{split}: {len(lacking)} of {len(rows)} ids have no {kind}, e.g. {_examples(lacking)}"
+                    f"{split}: {len(lacking)} of {len(rows)} ids have no {kind}, e.g. {examples(lacking)}"
                 )
 
 
@@ -140,24 +142,24 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
         report.problems.append(
             f"{len(unreadable)} sampled file(s) cannot be decoded (truncated, corrupt or not an image; "
             "check the download, delete these files and re-run prepare): "
-            f"{_examples(unreadable)}"
+            f"{examples(unreadable)}"
         )
     for mode, paths in colour.items():
         report.problems.append(colour_label_message(name, paths, mode))
     if bad_mode:
         kind = "16-bit index maps (mode I;16)" if wide else "8-bit index maps (mode L or P)"
-        report.problems.append(f"{len(bad_mode)} sampled label(s) are not {kind}: {_examples(bad_mode)}")
+        report.problems.append(f"{len(bad_mode)} sampled label(s) are not {kind}: {examples(bad_mode)}")
     if bad_values:
         ignore = DATASETS[name].ignore_index
         allowed = "0..59" if name == "context" else f"0..{int(np.flatnonzero(valid[:ignore]).max())} or {ignore}"
         paths = sorted({p for ps in bad_values.values() for p in ps})
         report.problems.append(
             f"{len(paths)} sampled label(s) hold values outside {allowed} "
-            f"(values {sorted(bad_values)[:10]}), e.g. {_examples(paths)}"
+            f"(values {sorted(bad_values)[:10]}), e.g. {examples(paths)}"
         )
     if bad_size:
         report.problems.append(
-            f"{len(bad_size)} sampled label(s) differ in size from their image: {_examples(bad_size)}"
+            f"{len(bad_size)} sampled label(s) differ in size from their image: {examples(bad_size)}"
         )
 
 
@@ -202,7 +204,7 @@ def verify_report(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> 
     except PrepareError as e:
         report.problems.append(str(e))
         return report
-    _check_presence(items, report)
+    check_presence(items, report)
     pairs = sorted({(img, lab) for rows in items.values() for _i, img, lab in rows if img.is_file() and lab.is_file()})
     if sample < len(pairs):
         pairs = random.Random(0).sample(pairs, sample)

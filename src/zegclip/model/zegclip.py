@@ -17,7 +17,7 @@ from torch import nn
 
 from zegclip.model.clip_encoder import PromptedVisionEncoder
 from zegclip.model.decoder import AttentionMaskDecoder, RelationshipDescriptor
-from zegclip.model.inference import calibrate, logits_to_scores, slide_inference
+from zegclip.model.inference import ScoreFn, calibrate, logits_to_scores, slide_inference
 from zegclip.model.loss import upsample
 from zegclip.model.pretrained import push_to_hub, write_pretrained
 from zegclip.model.text import SINGLE_TEMPLATE, TextEncoder
@@ -29,6 +29,17 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 CHECKPOINT_FORMAT = "zegclip"
 _SCORE_BUDGET = 1 << 24
 """Score values `ZegCLIP.predict_labels` holds at once by default (64 MB in fp32)."""
+
+
+def _over_windows(
+    score_fn: ScoreFn, images: torch.Tensor, mode: str, crop: int, stride: int, batch: int
+) -> torch.Tensor:
+    """Scores of the whole image, or averaged over sliding windows (docs/method.md §6)."""
+    if mode == "whole":
+        return score_fn(images)
+    if mode == "slide":
+        return slide_inference(score_fn, images, crop=crop, stride=stride, window_batch=batch)
+    raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
 
 
 @dataclass
@@ -137,12 +148,7 @@ class ZegCLIP(nn.Module):
         def score_fn(x: torch.Tensor) -> torch.Tensor:
             return logits_to_scores(self(x, class_embeddings).logits, x.shape[-2:])
 
-        if mode == "whole":
-            scores = score_fn(images)
-        elif mode == "slide":
-            scores = slide_inference(score_fn, images, crop=crop, stride=stride, window_batch=window_batch)
-        else:
-            raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+        scores = _over_windows(score_fn, images, mode, crop, stride, window_batch)
         if output_size is not None:
             scores = upsample(scores, output_size)
         if seen_mask is not None:
@@ -193,11 +199,7 @@ class ZegCLIP(nn.Module):
                 logits = self.decode(*encoded[call], embeds).logits
                 return logits_to_scores(logits, x.shape[-2:])
 
-            if mode == "whole":
-                return score_fn(images)
-            if mode == "slide":
-                return slide_inference(score_fn, images, crop=crop, stride=stride, window_batch=window_batch)
-            raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+            return _over_windows(score_fn, images, mode, crop, stride, window_batch)
 
         best = labels = None
         for first in range(0, num_classes, chunk):
