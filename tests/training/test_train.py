@@ -343,3 +343,24 @@ def test_training_ends_with_a_shareable_model_folder(trained):
     assert model.metadata["unseen"] == ["magenta stripes", "cyan checkerboard"]
     assert model.metadata["metrics"]["val/hIoU"] == pytest.approx(metrics["val/hIoU"])
     assert "Unseen classes (2): magenta stripes, cyan checkerboard" in (out / "model" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("compile_encoder", [False, True], ids=["eager", "compile"])
+def test_bf16_evaluation_takes_the_predict_fast_path(trained, compose_cfg, monkeypatch, compile_encoder):
+    """trainer.precision=bf16-mixed: frozen weights stored in bf16 once (and compile=true compiles
+    the encoder once; compiling itself is tested in tests/model/test_compile.py)."""
+    out, _, data = trained
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    base = [*TINY_DEMO, f"checkpoint={checkpoint}", f"paths.data_dir={data}"]
+    fp32 = evaluate(compose_cfg("eval", base))
+    network = load_model(checkpoint)
+    compiled = []
+    monkeypatch.setattr(network.image_encoder, "compile_for_inference", lambda: compiled.append(1))
+    overrides = [*base, "trainer.precision=bf16-mixed", f"compile={str(compile_encoder).lower()}"]
+    bf16 = evaluate(compose_cfg("eval", overrides), network=network)
+    encoder = network.image_encoder
+    assert encoder.matmul_dtype == torch.bfloat16
+    assert encoder.visual.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.bfloat16
+    assert len(compiled) == int(compile_encoder)
+    assert bf16["eval/images_per_s"] > 0 and fp32["eval/images_per_s"] > 0
+    assert bf16["val/pAcc"] == pytest.approx(fp32["val/pAcc"], abs=2.0)  # bf16 rounding moves few pixels

@@ -126,9 +126,9 @@ def save_resolved(cfg: DictConfig, output_dir: str) -> Path:
     return path
 
 
-def write_metrics(trainer: L.Trainer, output_dir: str) -> dict[str, float]:
-    """The trainer's final scalar metrics, also written to ``metrics.json`` (rank 0)."""
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+def write_metrics(trainer: L.Trainer, output_dir: str, extra: dict[str, float] | None = None) -> dict[str, float]:
+    """The trainer's final scalar metrics (and ``extra``), also written to ``metrics.json`` (rank 0)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1} | (extra or {})
     if trainer.is_global_zero:
         path = Path(output_dir) / "metrics.json"
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True))

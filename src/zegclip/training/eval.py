@@ -6,8 +6,12 @@ checkpoint released by the ZegCLIP authors (``.pth``).
 
 from __future__ import annotations
 
+import time
+
 import hydra
 import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from zegclip.model import ZegCLIP, load_model
@@ -27,12 +31,40 @@ def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float
     # architecture and weights come from the checkpoint, built once
     module = hydra.utils.instantiate(cfg.module, model=network.config, network=network, init_from=None, _convert_="all")
     trainer = build_trainer(cfg)
+    precision = fast_inference(network, cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test
     try:
+        start = time.perf_counter()
         run(module, datamodule=datamodule)
-        return write_metrics(trainer, cfg.paths.output_dir)
+        seconds = time.perf_counter() - start
+        images = len(datamodule.val_set if cfg.split == "val" else datamodule.test_set)
+        rank_zero_info(f"evaluated {images} images in {seconds:.1f} s ({images / seconds:.2f} images/s, {precision})")
+        return write_metrics(trainer, cfg.paths.output_dir, {"eval/images_per_s": images / seconds})
     finally:
         finish_loggers(trainer)
+
+
+REDUCED_PRECISIONS = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def fast_inference(network: ZegCLIP, cfg: DictConfig) -> str:
+    """The fast path of ``zegclip predict --precision bf16 [--compile]`` for an evaluation run.
+
+    Under ``trainer.precision=bf16-mixed`` (or ``16-mixed``) the frozen CLIP matmul weights
+    are stored once in that dtype instead of being cast at every call (an evaluation writes no
+    checkpoint, so nothing keeps the rounded weights), and with ``compile=true`` the image
+    encoder is compiled with its weights frozen into the graph. Both happen once per run, after
+    the weights are loaded. Returns the precision used, for the log.
+    """
+    dtype = REDUCED_PRECISIONS.get(str(cfg.trainer.get("precision")))
+    if dtype is None:
+        return str(cfg.trainer.get("precision", "32-true"))
+    network.image_encoder.cast_frozen_matmuls(dtype)
+    if cfg.get("compile"):
+        network.image_encoder.compile_for_inference()
+    return f"{cfg.trainer.precision}, frozen weights in {str(dtype).removeprefix('torch.')}" + (
+        ", compiled encoder" if cfg.get("compile") else ""
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
