@@ -97,4 +97,5 @@ def test_ddp_two_processes_evaluate_like_one(checkpoint: Path, tmp_path: Path, n
     assert int(single.sum()) == pixels  # every labelled pixel of every image, once
     for rank, confmat in enumerate(ranks):
         assert torch.equal(confmat, single), rank  # identical, not close
-    assert two == one and "val/mIoU" in one
+    scores = lambda metrics: {k: v for k, v in metrics.items() if k != "eval/images_per_s"}  # noqa: E731 (a timing)
+    assert scores(two) == scores(one) and "val/mIoU" in one
