@@ -285,7 +285,7 @@ def test_a_write_error_does_not_stop_the_others(tmp_path: Path, capsys, monkeypa
 def test_short_side_out_of_range_exits_2(tmp_path: Path, capsys, monkeypatch, short_side) -> None:
     import zegclip.cli.predict as predict
 
-    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(predict, "load_checkpoint_model", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
     argv = [str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "--short-side", short_side]
     code, err = _run([*argv, "-o", str(tmp_path / "out")], capsys)
@@ -306,7 +306,7 @@ def test_short_side_0_keeps_the_size_even_below_the_crop(tmp_path: Path, capsys)
 def test_output_folder_that_cannot_be_created_exits_2_before_loading(tmp_path: Path, capsys, monkeypatch) -> None:
     import zegclip.cli.predict as predict
 
-    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(predict, "load_checkpoint_model", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
     (tmp_path / "file").write_text("x")
     argv = [str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "-o"]
@@ -322,7 +322,7 @@ def test_output_folder_that_cannot_be_created_exits_2_before_loading(tmp_path: P
 def test_output_folder_without_permission_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
     import zegclip.cli.predict as predict
 
-    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(predict, "load_checkpoint_model", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -339,7 +339,7 @@ def test_output_folder_permission_error_exits_2(tmp_path: Path, capsys, monkeypa
     """As the root user ignores permissions, the OS refusal is simulated."""
     import zegclip.cli.predict as predict
 
-    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(predict, "load_checkpoint_model", lambda args: pytest.fail("the model must not load"))
     _write_images(tmp_path, {"img.png": (8, 8)})
 
     def refuse(self, *args, **kwargs):
@@ -350,7 +350,7 @@ def test_output_folder_permission_error_exits_2(tmp_path: Path, capsys, monkeypa
     code, err = _run([*argv, str(tmp_path / "new")], capsys)
     assert code == 2 and err == f"error: cannot create the output folder {tmp_path / 'new'}: Permission denied\n"
     monkeypatch.undo()
-    monkeypatch.setattr(predict, "_load", lambda args: pytest.fail("the model must not load"))
+    monkeypatch.setattr(predict, "load_checkpoint_model", lambda args: pytest.fail("the model must not load"))
     monkeypatch.setattr(Path, "write_bytes", refuse)
     code, err = _run([*argv, str(tmp_path / "existing")], capsys)
     assert code == 2 and err == f"error: cannot write to the output folder {tmp_path / 'existing'}: Permission denied\n"

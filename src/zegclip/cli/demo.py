@@ -44,9 +44,9 @@ from zegclip.cli.predict import (
     PREDICTIONS_FILE,
     Job,
     UsageError,
-    _load,
-    _one_line,
     collect_jobs,
+    load_checkpoint_model,
+    one_line,
     parse_seen,
     segment_jobs,
     write_outputs,
@@ -124,7 +124,7 @@ def read_upload(path: str | os.PathLike, name: str, max_pixels: int = MAX_PIXELS
     except Image.DecompressionBombError as err:
         raise ImageReadError(f"{name}: image too large to read ({err})") from err
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        reason = _one_line(err).replace(str(path), name)  # not the server's temporary path
+        reason = one_line(err).replace(str(path), name)  # not the server's temporary path
         raise ImageReadError(f"{name}: not a readable image ({reason})") from err
     if width * height > max_pixels:
         raise ImageReadError(
@@ -304,15 +304,15 @@ class Demo:
                 except ImageReadError as err:
                     out.problems.append(str(err))
                 except Exception as err:  # e.g. MemoryError decoding
-                    out.problems.append(f"{job.image.name}: cannot read: {_one_line(err)}")
+                    out.problems.append(f"{job.image.name}: cannot read: {one_line(err)}")
             for job, image, result in segment_jobs(self.model, loaded, **options):
                 if isinstance(result, Exception):
-                    out.problems.append(f"{job.image}: cannot segment: {_one_line(result)}")
+                    out.problems.append(f"{job.image}: cannot segment: {one_line(result)}")
                     continue
                 try:
                     record = write_outputs(job, image, result, output)
                 except Exception as err:
-                    out.problems.append(f"{job.image}: cannot write the outputs: {_one_line(err)}")
+                    out.problems.append(f"{job.image}: cannot write the outputs: {one_line(err)}")
                     continue
                 if result.note is not None:
                     notes.append(f"{job.image}: {result.note}")
@@ -394,7 +394,7 @@ def build_app(
             return (*empty, f"**Error:** {html.escape(message)}")
         except Exception as err:  # the app stays up; the details go to the server's log
             traceback.print_exc()
-            message = f"internal error: {_one_line(err)}"
+            message = f"internal error: {one_line(err)}"
             gr.Warning(message)
             return (*empty, f"**Error:** {html.escape(message)}")
         for problem in out.problems:
@@ -554,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_args(args)
         import_gradio()
-        model = _load(args)
+        model = load_checkpoint_model(args)
         app = build_app(
             model,
             device=args.device,

@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> ZegCLIP:
+def load_checkpoint_model(args: argparse.Namespace) -> ZegCLIP:
+    """The model of ``--checkpoint`` (any kind), or the seeded tiny model with ``--tiny``."""
     if args.tiny:
         torch.manual_seed(0)
         return zegclip_tiny()
@@ -296,7 +297,8 @@ def prepare_output(output: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for a per-image error line."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
@@ -346,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but CUDA is not available")
     prepare_output(output)
-    model = _load(args)
+    model = load_checkpoint_model(args)
     device = resolve_device(device, model)
     model.to(device).eval()
     if args.precision != "fp32":  # frozen CLIP weights cast once instead of by autocast on every call
@@ -384,12 +386,12 @@ def run(args: argparse.Namespace) -> int:
                         bar.update()
                     except Exception as err:  # e.g. MemoryError decoding a huge image
                         failed += 1
-                        bar.write(f"error: cannot read image {job.image}: {_one_line(err)}", file=sys.stderr)
+                        bar.write(f"error: cannot read image {job.image}: {one_line(err)}", file=sys.stderr)
                         bar.update()
                 for job, image, result in segment_jobs(model, loaded, **options):
                     if isinstance(result, Exception):
                         failed += 1
-                        bar.write(f"error: cannot segment {job.image}: {_one_line(result)}", file=sys.stderr)
+                        bar.write(f"error: cannot segment {job.image}: {one_line(result)}", file=sys.stderr)
                         bar.update()
                         continue
                     if result.note is not None:
@@ -399,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
                         done += 1
                     except Exception as err:  # e.g. disk full, an image too large for JPEG
                         failed += 1
-                        bar.write(f"error: cannot write outputs for {job.image}: {_one_line(err)}", file=sys.stderr)
+                        bar.write(f"error: cannot write outputs for {job.image}: {one_line(err)}", file=sys.stderr)
                     bar.update()
     finally:
         try:
