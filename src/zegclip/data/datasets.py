@@ -165,6 +165,15 @@ def _layout_samples(name: str, root: str | Path, split: str) -> list[layouts.Row
     return samples
 
 
+def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
+    """A label must cover its image pixel for pixel; DatasetError naming both otherwise."""
+    if label.shape != image.shape[:2]:
+        raise DatasetError(
+            f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+            f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
+        )
+
+
 class SegDataset(Dataset):
     """Base class: a list of (id, image path, label path) plus the label reduction.
 
@@ -202,11 +211,7 @@ class SegDataset(Dataset):
         sample_id, image_path, label_path = self.samples[index]
         image = read_image(image_path)  # H x W x 3 uint8
         raw = read_label(label_path)  # H x W uint8
-        if raw.shape != image.shape[:2]:
-            raise DatasetError(
-                f"{label_path}: label is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image "
-                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
-            )
+        check_same_size(image, raw, image_path, label_path)
         counts = np.bincount(raw.ravel(), minlength=256)
         bad = np.flatnonzero((counts > 0) & ~self.valid)
         if bad.size:
@@ -308,11 +313,7 @@ class Label16Seg(SegDataset):
         sample_id, image_path, label_path = self.samples[index]
         image = read_image(image_path)  # H x W x 3 uint8
         label = read_label16(label_path)  # H x W uint16
-        if label.shape != image.shape[:2]:
-            raise DatasetError(
-                f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
-                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
-            )
+        check_same_size(image, label, image_path, label_path)
         ignore = self.info.ignore_index
         bad = np.unique(label[(label >= self.num_raw) & (label != ignore)])
         if bad.size:

@@ -37,7 +37,7 @@ from PIL import Image
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data import layouts
 from zegclip.data.classes import FOLDER, DatasetInfo
-from zegclip.data.datasets import DatasetError, SegDataset, Transform, _layout_samples, read_image
+from zegclip.data.datasets import DatasetError, SegDataset, Transform, _layout_samples, check_same_size, read_image
 from zegclip.data.verify import DEFAULT_SAMPLE, VerifyReport, check_presence, examples
 from zegclip.segmentation import VocabularyError, parse_vocabulary
 
@@ -244,11 +244,7 @@ class FolderSeg(SegDataset):
             if isinstance(err, FolderError):
                 raise
             raise DatasetError(f"{label_path}: cannot read label PNG ({err})") from err
-        if raw.shape != image.shape[:2]:
-            raise DatasetError(
-                f"{label_path}: label is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image "
-                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes"
-            )
+        check_same_size(image, raw, image_path, label_path)
         ok = self.valid[raw]
         if not ok.all():
             bad = np.unique(raw[~ok])

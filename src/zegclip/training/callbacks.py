@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,14 @@ class NonFiniteError(ZegCLIPError, RuntimeError):
     exit_code = 1
 
 
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every value of every tensor is finite, read back once (one device sync)."""
+    flags = [t.isfinite().all() for t in tensors]
+    return not flags or bool(torch.stack(flags).all())
+
+
 def trainable_weights_finite(module: L.LightningModule) -> bool:
-    return all(bool(p.isfinite().all()) for p in module.parameters() if p.requires_grad)
+    return all_finite(p for p in module.parameters() if p.requires_grad)
 
 
 def interrupted(trainer: L.Trainer) -> RunInterrupted:

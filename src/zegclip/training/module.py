@@ -15,7 +15,7 @@ from zegclip.metrics import SegMetrics
 from zegclip.model import CheckpointError, ZegCLIP, ZegCLIPCriterion, build_zegclip, pseudo_labels
 from zegclip.model.build import read_checkpoint
 from zegclip.segmentation import encode_vocabulary
-from zegclip.training.callbacks import NonFiniteError, trainable_weights_finite
+from zegclip.training.callbacks import NonFiniteError, all_finite, trainable_weights_finite
 from zegclip.training.optim import build_optimizer, build_scheduler, describe_param_groups
 
 _NOTHING_SAVED = "stopped without saving; the last good checkpoints are unchanged"
@@ -140,12 +140,17 @@ class ZegCLIPModule(L.LightningModule):
         # fp16 loss scaling skips steps with inf gradients by design; everything else stops
         if self.trainer.precision == "16-mixed":
             return
-        for name, param in self.model.named_parameters():
-            if param.grad is not None and not bool(param.grad.isfinite().all()):
-                raise NonFiniteError(f"step {self.global_step}: non-finite gradient of {name}; {_NOTHING_SAVED}")
+        named = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
+        if not all_finite(grad for _, grad in named):  # one check per step; the name only on failure
+            name = next(name for name, grad in named if not bool(grad.isfinite().all()))
+            raise NonFiniteError(f"step {self.global_step}: non-finite gradient of {name}; {_NOTHING_SAVED}")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_at_batch_start = self.global_step
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not trainable_weights_finite(self):
+        # after an optimizer step (the weights change only then), before any validation or checkpoint
+        if self.global_step != self._step_at_batch_start and not trainable_weights_finite(self):
             raise NonFiniteError(f"step {self.global_step}: a trainable weight is not finite; {_NOTHING_SAVED}")
 
     def configure_optimizers(self) -> dict[str, Any]:
