@@ -30,11 +30,12 @@ import tempfile
 import time
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from zegclip import build_zegclip
 from zegclip.efficiency import _EXTRA_FORMULAS
-from zegclip.model import ZegCLIPCriterion
+from zegclip.model import ZegCLIPCriterion, clip_encoder
 
 LOGIT_SPREAD = 300.0
 BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -125,7 +126,36 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def run(precision: str, device: str, repeats: int, num_classes: int, compile_encoder: bool) -> dict:
+def plain_block(block: torch.nn.Module, x: torch.Tensor, *args) -> torch.Tensor:
+    """One CLIP block as the released code computes it: one PyTorch op per step, no fusing.
+
+    open_clip's ``block(x)`` itself is not used: under autocast with a batch of two, its
+    batch-first nn.MultiheadAttention sends the transposed input through a ``matmul`` that
+    copies the in-projection weight once per token (30x slower on torch 2.14), which the
+    released code never meets.
+    """
+    attn = block.attn
+    B, T, W = x.shape
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # B x T x 3W
+    q, k, v = qkv.view(B, T, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # B x heads x T x d
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, W)
+    x = x + F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    return x + block.mlp(block.ln_2(x))  # c_fc, QuickGELU (x * sigmoid(1.702 x)), c_proj
+
+
+_PLAIN_BLOCKS: set[int] = set()  # ids of the blocks that run as plain_block
+_OWN_RUN_BLOCK = clip_encoder.run_block
+
+
+def _run_block(block: torch.nn.Module, x: torch.Tensor, *args) -> torch.Tensor:
+    return plain_block(block, x) if id(block) in _PLAIN_BLOCKS else _OWN_RUN_BLOCK(block, x, *args)
+
+
+clip_encoder.run_block = _run_block  # the encoder's loop calls it for every block
+
+
+def workload(precision: str, device: str, num_classes: int, variant: str) -> dict:
+    """The model of one variant and its timed closures: forward, slide, train_step."""
     torch.manual_seed(0)
     model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True).to(device)
     # Random weights give near-identical scores for every class (top-two margins ~1e-4), which
@@ -134,7 +164,9 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     with torch.no_grad():
         model.decoder.last.q.weight.mul_(LOGIT_SPREAD)
         model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
-    if precision == "bf16":
+    if variant == "plain":
+        _PLAIN_BLOCKS.update(id(block) for block in model.image_encoder.visual.transformer.resblocks)
+    elif precision == "bf16":
         model.image_encoder.cast_frozen_matmuls(torch.bfloat16)  # frozen weights cast once, not per call
     embeds = torch.nn.functional.normalize(torch.randn(num_classes, 512, device=device), dim=-1)
     autocast = (
@@ -165,6 +197,56 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         model.eval()
 
     model.eval()
+    return {
+        "model": model,
+        "optimizer": optimizer,
+        "criterion": criterion,
+        "autocast": autocast,
+        "embeds": embeds,
+        "image": image,
+        "wide": wide,
+        "batch": batch,
+        "labels": labels,
+        "forward": forward,
+        "slide": slide,
+        "train_step": train_step,
+    }
+
+
+def interleaved_speedups(precision: str, device: str, repeats: int, num_classes: int) -> dict:
+    """zegclip against plain, both in this process, each timing round running both in turn.
+
+    The machine's speed drifts from minute to minute (up to 10-30 %), so ratios of figures
+    taken in separate processes mislead; here every ratio compares the best of the same
+    rounds. With bf16 on CPU, zegclip's training step uses the compiled attention backward.
+    """
+    runs = {variant: workload(precision, device, num_classes, variant) for variant in ("zegclip", "plain")}
+    if device == "cpu" and precision == "bf16":
+        runs["zegclip"]["model"].image_encoder.cpu_attention_backward = "compiled"
+    result = {}
+    for figure, rounds in (("forward", repeats), ("slide", repeats), ("train_step", max(1, repeats - 1))):
+        best = {}
+        for run in runs.values():
+            run[figure]()  # warm-up (and, for the attention backward, compiling)
+        for _ in range(rounds):
+            for variant, run in runs.items():
+                start = time.perf_counter()
+                run[figure]()
+                best[variant] = min(best.get(variant, float("inf")), time.perf_counter() - start)
+        result[f"{figure}_s"] = best
+        result[f"speedup_{figure}"] = best["plain"] / best["zegclip"]
+    return result
+
+
+def run(precision: str, device: str, repeats: int, num_classes: int, compile_encoder: bool, variant: str) -> dict:
+    plain = variant == "plain"
+    compile_encoder = compile_encoder and not plain
+    w = workload(precision, device, num_classes, variant)
+    model, optimizer, criterion, autocast = w["model"], w["optimizer"], w["criterion"], w["autocast"]
+    embeds, image, wide, batch, labels = w["embeds"], w["image"], w["wide"], w["batch"], w["labels"]
+    forward, slide, train_step = w["forward"], w["slide"], w["train_step"]
+
+    model.eval()
     predict_with_grad = inspect.unwrap(type(model).predict)  # predict is no_grad; the FLOP counter needs grad
     with autocast:
         flops = {
@@ -185,6 +267,7 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     phases = reset_peak_rss()  # then one peak per phase
     result = {
         "precision": precision,
+        "variant": variant,
         "forward_s": best_time(forward, repeats),
         "slide_512x683_s": best_time(slide, repeats),
     }
@@ -195,7 +278,7 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     encoder = model.image_encoder
     before_training = {k: v.clone() for k, v in model.trainable_state_dict().items()}
     # the attention backward only differs on CPU in bf16 (model.attention)
-    if device == "cpu" and precision == "bf16":
+    if device == "cpu" and precision == "bf16" and not plain:
         result["train_step_b2_flash_backward_s"] = best_time(train_step, max(1, repeats - 1))
         encoder.cpu_attention_backward = "compiled"  # the first (warm-up) step compiles it
     result["train_step_b2_s"] = best_time(train_step, max(1, repeats - 1))
@@ -226,6 +309,28 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     return result
 
 
+def agreement(ref: torch.Tensor, low: torch.Tensor) -> dict:
+    """How far bf16 scores (C x H x W per image, stacked) are from fp32's, and where the argmax holds."""
+    top2 = ref.topk(2, dim=1).values
+    confident = (top2[:, 0] - top2[:, 1]) >= 0.01
+    same = ref.argmax(1) == low.argmax(1)
+    return {
+        "max_score_diff": (ref - low).abs().max().item(),
+        "argmax_agreement_where_margin_ge_0.01": same[confident].float().mean().item(),
+        "argmax_agreement_all_pixels": same.float().mean().item(),
+        "pixels_with_margin_ge_0.01": confident.float().mean().item(),
+    }
+
+
+def memory_against_plain(ours: dict, plain: dict) -> dict:
+    """zegclip's peak memory per phase over plain's, each from its own process (< 1: smaller)."""
+    out = {}
+    for key in ("peak_rss_setup_gib", "peak_rss_inference_gib", "peak_rss_train_gib", "peak_rss_gib"):
+        if key in ours and key in plain:
+            out[key.removeprefix("peak_rss_").removesuffix("_gib")] = ours[key] / plain[key]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -234,48 +339,62 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
     parser.add_argument(
+        "--variant",
+        choices=["zegclip", "plain", "both"],
+        default="both",
+        help="zegclip's own fast paths, or the plain reference (see above), or both",
+    )
+    parser.add_argument(
         "--no-compile", action="store_true", help="skip the compiled-encoder figures (they take ~2 min to compile)"
     )
-    parser.add_argument("--scores-out", help=argparse.SUPPRESS)  # internal: one precision per process
+    parser.add_argument("--scores-out", help=argparse.SUPPRESS)  # internal: one run per process
+    parser.add_argument("--speedups", action="store_true", help=argparse.SUPPRESS)  # internal: interleaved
     args = parser.parse_args()
-    if args.precision == "both":  # each precision in its own process, so peak memory is its own
-        runs, scores = {}, {}
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    variants = ["zegclip", "plain"] if args.variant == "both" else [args.variant]
+    if args.speedups:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(interleaved_speedups(args.precision, args.device, args.repeats, args.classes), indent=2))
+        return
+    if len(precisions) > 1 or len(variants) > 1:  # each run in its own process, so peak memory is its own
+        runs, scores, speedups = {}, {}, {}
         with tempfile.TemporaryDirectory() as tmp:
-            for precision in ("fp32", "bf16"):
-                out = os.path.join(tmp, precision + ".pt")
-                cmd = [sys.executable, __file__, "--precision", precision, "--scores-out", out]
-                cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
-                cmd += ["--classes", str(args.classes)] + (["--no-compile"] if args.no_compile else [])
-                runs[precision] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-                scores[precision] = torch.load(out)
+            for precision in precisions:
+                for variant in variants:
+                    name = f"{precision}_{variant}"
+                    out = os.path.join(tmp, name + ".pt")
+                    cmd = [sys.executable, __file__, "--precision", precision, "--variant", variant]
+                    cmd += ["--scores-out", out, "--threads", str(args.threads), "--repeats", str(args.repeats)]
+                    cmd += ["--device", args.device, "--classes", str(args.classes)]
+                    cmd += ["--no-compile"] if args.no_compile else []
+                    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                    runs[name] = json.loads(done.stdout)
+                    scores[name] = torch.load(out)
+                if len(variants) > 1:
+                    cmd = [sys.executable, __file__, "--speedups", "--precision", precision]
+                    cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
+                    cmd += ["--classes", str(args.classes)]
+                    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                    speedups[precision] = json.loads(done.stdout)
         for result in runs.values():  # the machine is reported once, at the top
-            for key in cpu_info():
+            for key in [*cpu_info(), "threads", "torch", "device"]:
                 result.pop(key, None)
-        report = {
-            **cpu_info(),
-            "threads": runs["fp32"]["threads"],
-            "fp32": runs["fp32"],
-            "bf16": runs["bf16"],
-            "bf16_speedup_forward": runs["fp32"]["forward_s"] / runs["bf16"]["forward_s"],
-            "bf16_speedup_slide": runs["fp32"]["slide_512x683_s"] / runs["bf16"]["slide_512x683_s"],
-            "bf16_speedup_train_step": runs["fp32"]["train_step_b2_s"] / runs["bf16"]["train_step_b2_s"],
-            "bf16_speedup_matmul": runs["bf16"]["matmul_gflops_per_s"] / runs["fp32"]["matmul_gflops_per_s"],
-        }
-        ref = scores["fp32"]["eager"]
-        top2 = ref.topk(2, dim=1).values
-        confident = (top2[:, 0] - top2[:, 1]) >= 0.01
-        for name, low in scores["bf16"].items():  # eager and compiled bf16 against eager fp32
-            same = ref.argmax(1) == low.argmax(1)
-            report[f"bf16_{name}_vs_fp32"] = {
-                "max_score_diff": (ref - low).abs().max().item(),
-                "argmax_agreement_where_margin_ge_0.01": same[confident].float().mean().item(),
-                "argmax_agreement_all_pixels": same.float().mean().item(),
-                "pixels_with_margin_ge_0.01": confident.float().mean().item(),
-            }
+        report = {**cpu_info(), "threads": args.threads, "torch": torch.__version__, "device": args.device, **runs}
+        for precision in precisions:
+            if f"{precision}_plain" in runs and f"{precision}_zegclip" in runs:
+                ours, plain = runs[f"{precision}_zegclip"], runs[f"{precision}_plain"]
+                report[f"{precision}_zegclip_vs_plain"] = {
+                    "interleaved_speed": speedups[precision],
+                    "peak_memory_ratio": memory_against_plain(ours, plain),
+                }
+        if "fp32_zegclip" in runs and "bf16_zegclip" in runs:
+            ref = scores["fp32_zegclip"]["eager"]
+            for name, low in scores["bf16_zegclip"].items():  # eager and compiled bf16 against eager fp32
+                report[f"bf16_{name}_vs_fp32"] = agreement(ref, low)
         print(json.dumps(report, indent=2))
         return
     torch.set_num_threads(args.threads)
-    result = run(args.precision, args.device, args.repeats, args.classes, not args.no_compile)
+    result = run(args.precision, args.device, args.repeats, args.classes, not args.no_compile, args.variant)
     scores = result.pop("_slide_scores")
     result.update(device=args.device, threads=torch.get_num_threads(), torch=torch.__version__, **cpu_info())
     if args.device == "cuda":

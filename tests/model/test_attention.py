@@ -1,4 +1,4 @@
-"""The encoder's attention: the compiled CPU backward gives PyTorch's gradients."""
+"""The encoder's attention: the compiled CPU backward (and its unfused forward) against PyTorch's."""
 
 from __future__ import annotations
 
@@ -38,11 +38,12 @@ def test_compiled_backward_matches_flash(heads_calls):
     ref_out, ref = _grads(F.scaled_dot_product_attention, q, k, v, grad_out)
     out, got = _grads(lambda *t: attention(*t, cpu_backward="compiled"), q, k, v, grad_out)
     assert sum(heads_calls) == 6  # every (image, head) once, a few heads per call
-    assert torch.equal(out, ref_out)  # the forward is PyTorch's own
-    # the rounding of autocast on the unfused attention (bf16 scores and dP, fp32 softmax),
-    # as the released code runs under autocast
-    _, unfused = _grads(_autocast_unfused, q, k, v, grad_out)
-    exact = _grads(F.scaled_dot_product_attention, *(t.float() for t in (q, k, v, grad_out)))[1]
+    # forward and backward round as autocast on the unfused attention does (bf16 scores and
+    # dP, fp32 softmax), as the released code runs under autocast
+    unfused_out, unfused = _grads(_autocast_unfused, q, k, v, grad_out)
+    exact_out, exact = _grads(F.scaled_dot_product_attention, *(t.float() for t in (q, k, v, grad_out)))
+    assert out.dtype == torch.bfloat16 and _rel(out, unfused_out) < 1e-2
+    assert _rel(out, exact_out) < 2e-2 and _rel(ref_out, exact_out) < 2e-2
     for name, a, b, u, e in zip("qkv", got, ref, unfused, exact, strict=True):
         assert a.dtype == torch.bfloat16
         assert _rel(a, u) < 1e-2, f"d{name}: {_rel(a, u):.2e} from autocast's unfused attention"
@@ -89,19 +90,23 @@ def test_unknown_backward_named(tiny_model):
 
 
 def test_prompt_gradients_equal_with_compiled_backward(make_tiny_model, heads_calls):
-    """Wired through the encoder: a bf16 training step's gradients do not depend on it."""
+    """Wired through the encoder: a bf16 step's gradients are as close to fp32's with it as without."""
     images, labels = torch.randn(2, 3, 64, 48), torch.randint(0, 3, (2, 64, 48))
     grads = {}
-    for backward in ("flash", "compiled"):
+    for run in ("fp32", "flash", "compiled"):
         model = make_tiny_model(prompt_dropout=0.0, dropout=0.0).train()
-        model.image_encoder.cpu_attention_backward = backward
+        model.image_encoder.cpu_attention_backward = "flash" if run == "fp32" else run
         embeds = model.encode_text(["cat", "dog", "sky"], ["a photo of a {}."])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run != "fp32"):
             loss = ZegCLIPCriterion()(model(images, embeds).logits, labels)["loss"]
         loss.backward()
-        grads[backward] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        grads[run] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert sum(heads_calls) == 2 * 2  # 2 blocks x 2 images x 1 head of the tiny ViT, all compiled
-    assert grads["flash"].keys() == grads["compiled"].keys()
-    for name, ref in grads["flash"].items():
-        err = ((grads["compiled"][name] - ref).norm() / ref.norm()).item()
-        assert err < 3e-2, f"{name}: {err:.2e}"
+    assert grads["fp32"].keys() == grads["flash"].keys() == grads["compiled"].keys()
+    scale = max(g.norm().item() for g in grads["fp32"].values())
+    for name, ref in grads["fp32"].items():
+        # a key bias shifts every key's score alike, which the softmax cancels: its gradient is
+        # zero up to rounding, so it is compared against the largest gradient, not its own size
+        norm = max(ref.norm().item(), 1e-3 * scale)
+        flash, compiled = ((grads[run][name] - ref).norm().item() / norm for run in ("flash", "compiled"))
+        assert compiled < 2e-2 and compiled < 2 * flash + 5e-3, f"{name}: {compiled:.2e} (flash: {flash:.2e})"

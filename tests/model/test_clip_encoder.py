@@ -129,15 +129,17 @@ def test_run_block_equals_open_clip_block(tiny_model):
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("amx", [True, False])
 @pytest.mark.parametrize("rows", [9, 1035, 2048])
-def test_linear_narrow_bf16_outputs_transposed(rows):
+def test_linear_narrow_bf16_outputs_transposed(rows, amx, monkeypatch):
+    monkeypatch.setattr(clip_encoder, "_narrow_gemms_on_one_thread", lambda: amx)
     x, weight, bias = torch.randn(1, rows, 96), torch.randn(64, 96), torch.randn(64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, ref = clip_encoder.linear(x, weight, bias), F.linear(x, weight, bias)
     assert out.shape == ref.shape and out.dtype == ref.dtype == torch.bfloat16
     assert torch.allclose(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
-    # short inputs are computed as (W x^T)^T: a transposed view; long ones as F.linear
-    assert out.stride()[-1] == (1 if rows >= 2048 else rows)
+    # on AMX CPUs short inputs are computed as (W x^T)^T: a transposed view; else as F.linear
+    assert out.stride()[-1] == (rows if amx and rows < 2048 else 1)
     assert clip_encoder.linear(x, weight, bias).stride()[-1] == 1  # fp32: F.linear
 
 
