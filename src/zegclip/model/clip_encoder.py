@@ -8,7 +8,6 @@ We wrap open_clip's ``VisionTransformer`` and call its own modules (``conv1``,
 from __future__ import annotations
 
 import functools
-
 import math
 import os
 import socket
