@@ -20,11 +20,14 @@ from torch.profiler import ProfilerActivity, profile
 from zegclip import build_zegclip
 from zegclip.model import ZegCLIPCriterion
 
+RANGES = {  # an operator run inside one of these (by name fragment) belongs to its group
+    "unfused attention forward": "attention forward (unfused)",
+    "CompiledBackwardAttentionBackward": "attention backward (compiled)",
+}
 GROUPS = {  # operator name fragment -> group, first match wins
     "flash_attention_for_cpu_backward": "attention backward (PyTorch flash)",
-    "CompiledBackwardAttention": "attention backward (compiled)",
     "flash_attention": "attention forward (flash)",
-    "aten::bmm": "bmm (decoder; attention backward when compiled)",
+    "aten::bmm": "bmm (decoder)",
     "linear_pointwise": "GEMM: linear layers",
     "_mkl_linear": "GEMM: linear layers",
     "aten::addmm": "GEMM: linear layers",
@@ -34,6 +37,7 @@ GROUPS = {  # operator name fragment -> group, first match wins
     "CompiledFxGraph": "compiled kernels",
     "Torch-Compiled Region": "compiled kernels",
     "TorchDynamo": "compiled kernels",
+    "softmax": "softmax (decoder)",
     "softplus": "loss (focal, dice)",
     "upsample": "upsampling",
     "copy_": "copies and casts",
@@ -44,6 +48,7 @@ GROUPS = {  # operator name fragment -> group, first match wins
     "mul": "elementwise",
     "where": "elementwise",
 }
+MATMUL_GROUPS = {g for g in [*GROUPS.values(), *RANGES.values()] if "GEMM" in g or "attention" in g or "bmm" in g}
 TOKENS = 1 + 10 + 32 * 32  # class token, 10 prompts, 32 x 32 patches of a 512 x 512 image
 WIDTH, LAYERS, HEADS = 768, 12, 12
 # qkv (W -> 3W), out (W -> W), MLP (W -> 4W -> W): 2 FLOPs per multiply-add
@@ -51,8 +56,15 @@ ENCODER_LINEAR_FLOPS = 2 * TOKENS * LAYERS * WIDTH * (3 * WIDTH + WIDTH + 4 * WI
 ATTENTION_FLOPS = 4 * LAYERS * TOKENS**2 * WIDTH  # QK^T and PV, all heads
 
 
-def group_of(name: str) -> str:
-    return next((group for key, group in GROUPS.items() if key in name), "other")
+def group_of(event) -> str:
+    """The group of a profiled operator: that of the range it runs in, else its own name's."""
+    parent = event
+    while parent is not None:
+        for key, group in RANGES.items():
+            if key in parent.name:
+                return group
+        parent = parent.cpu_parent
+    return next((group for key, group in GROUPS.items() if key in event.name), "other")
 
 
 def main() -> None:
@@ -108,18 +120,15 @@ def main() -> None:
     matmul = 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
 
     seconds, flops = defaultdict(float), defaultdict(int)
-    for event in prof.key_averages():
-        group = group_of(event.key)
+    for event in prof.events():
+        group = group_of(event)
         seconds[group] += event.self_cpu_time_total / 1e6
         flops[group] += event.flops or 0
-    train = args.what == "train"
-    if train and seconds.get("attention backward (compiled)"):  # its matmuls and fused kernels
-        for part in ("bmm (decoder; attention backward when compiled)", "compiled kernels"):
-            seconds["attention backward (compiled)"] += seconds.pop(part, 0.0)
-            flops.pop(part, None)
     if args.what == "compiled":  # inductor's GEMM calls report no FLOPs: the encoder's linear layers
         flops["GEMM: linear layers"] += batch * ENCODER_LINEAR_FLOPS
-    flops["attention forward (flash)"] = batch * ATTENTION_FLOPS
+    for name in ("attention forward (flash)", "attention forward (unfused)"):
+        if seconds.get(name):
+            flops[name] = batch * ATTENTION_FLOPS
     for name in ("attention backward (PyTorch flash)", "attention backward (compiled)"):
         if seconds.get(name):  # dV, dP, dQ, dK: twice the forward's matmuls (the recomputed QK^T not counted)
             flops[name] = 2 * batch * ATTENTION_FLOPS
@@ -130,7 +139,7 @@ def main() -> None:
     for group, sec in sorted(seconds.items(), key=lambda item: -item[1]):
         if sec < 0.002:
             continue
-        gflop = flops.get(group, 0) / 1e9
+        gflop = flops.get(group, 0) / 1e9 if group in MATMUL_GROUPS else 0
         cells = [f"{gflop:.1f}", f"{gflop / sec:.0f}", f"{gflop / sec / matmul:.0%}"] if gflop else ["", "", ""]
         print("| " + " | ".join([group, f"{sec:.3f}", f"{sec / total:.0%}", *cells]) + " |")
 
