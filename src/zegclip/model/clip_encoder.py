@@ -385,8 +385,8 @@ class PromptedVisionEncoder(nn.Module):
 
         Inductor freezes the weights into the graph (folding and prepacking them) and,
         with ``autotune``, picks the fastest of its GEMM kernels; the bf16 forward gets
-        about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Each new input shape compiles once (about 30 s
-        on 2 CPU cores with autotuning, then cached on disk).
+        about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Each new input
+        shape compiles once (about 30 s on 2 CPU cores with autotuning, then cached on disk).
         Calls with gradients (training) keep running eagerly. Compile after loading or
         casting the weights: a compiled forward refuses to run once they change. Each
         call of this method drops every graph ``torch.compile`` holds in the process
