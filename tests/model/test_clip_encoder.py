@@ -129,6 +129,32 @@ def test_run_block_equals_open_clip_block(tiny_model):
     assert torch.equal(x, before)
 
 
+def test_frozen_casts_round_as_autocast_once(tiny_model):
+    """Under autocast the frozen weights are cast once, with autocast's own rounding."""
+    block = tiny_model.image_encoder.visual.transformer.resblocks[0]
+    folded, casts = clip_encoder.FoldedQuickGELU(), clip_encoder.FrozenCasts()
+    x = torch.randn(2, 9, 64)
+    weight = block.attn.in_proj_weight
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = clip_encoder.run_block(block, x, folded)  # autocast casts at every call
+        out = clip_encoder.run_block(block, x, folded, "flash", casts)
+        bf16 = casts(weight, x)
+        assert bf16.dtype == torch.bfloat16 and torch.equal(bf16, weight.to(torch.bfloat16))
+        assert casts(weight, x) is bf16  # cached, not cast again
+        assert torch.equal(out, ref)
+        with torch.no_grad():  # new weights (load_state_dict writes in place) are cast again
+            weight.mul_(2.0)
+        assert casts(weight, x) is not bf16
+        assert torch.equal(
+            clip_encoder.run_block(block, x, folded, "flash", casts), clip_encoder.run_block(block, x, folded)
+        )
+    # outside autocast, and for weights that train, nothing is cast
+    assert casts(weight, x) is weight
+    trainable = torch.nn.Parameter(torch.randn(3, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert casts(trainable, x) is trainable
+
+
 @pytest.mark.parametrize("amx", [True, False])
 @pytest.mark.parametrize("rows", [9, 1035, 2048])
 def test_linear_narrow_bf16_outputs_transposed(rows, amx, monkeypatch):

@@ -227,6 +227,41 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return product.t().reshape(*x.shape[:-1], out)  # a view: ... x out
 
 
+class FrozenCasts:
+    """Frozen fp32 weights in the autocast dtype, cast once and reused while they are unchanged.
+
+    Autocast casts an fp32 weight at every call (it caches only weights that require grad)
+    and, in training, keeps each cast copy for the backward. Training and validation under
+    bf16-mixed/16-mixed keep the fp32 weights (checkpoints store them unrounded) and take
+    the cast copies from here: the same rounding as autocast's, done once. A weight that
+    changes (load_state_dict, a move) is cast again.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[tuple, torch.Tensor]] = {}
+
+    def __call__(self, t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        """``t`` as autocast would pass it to a matmul on ``x``'s device (or ``t`` itself)."""
+        device = x.device.type
+        if (
+            t is None
+            or t.dtype != torch.float32
+            or t.requires_grad
+            or not torch.is_autocast_enabled(device)
+            or torch.compiler.is_compiling()
+        ):
+            return t
+        dtype = torch.get_autocast_dtype(device)
+        if dtype not in (torch.bfloat16, torch.float16):
+            return t
+        key = (t.data_ptr(), t._version, t.device, dtype)
+        cached = self._cache.get(id(t))
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = self._cache[id(t)] = (key, t.to(dtype))
+        return cached[1]
+
+
 class FoldedQuickGELU:
     """QuickGELU MLPs rewritten with one fused SiLU, weights folded once and cached.
 
@@ -250,7 +285,7 @@ class FoldedQuickGELU:
             and not any(p.requires_grad for p in mlp.parameters())
         )
 
-    def __call__(self, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, mlp: nn.Module, x: torch.Tensor, casts: FrozenCasts | None = None) -> torch.Tensor:
         fc, proj = mlp.c_fc, mlp.c_proj
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight))
         cached = self._cache.get(id(mlp))
@@ -258,11 +293,13 @@ class FoldedQuickGELU:
             with torch.no_grad():
                 folded = (fc.weight * QUICK_GELU_SCALE, fc.bias * QUICK_GELU_SCALE, proj.weight / QUICK_GELU_SCALE)
             self._cache[id(mlp)] = cached = (key, folded)
-        w1, b1, w2 = cached[1]
+        w1, b1, w2, b2 = (*cached[1], proj.bias)
+        if casts is not None:
+            w1, b1, w2, b2 = (casts(t, x) for t in (w1, b1, w2, b2))
         hidden = F.linear(x, w1, b1)
         # in place (no new 4W-wide buffer) unless autograd needs the pre-activation
         hidden = F.silu(hidden, inplace=not (torch.is_grad_enabled() and hidden.requires_grad))
-        return linear(hidden, w2, proj.bias)
+        return linear(hidden, w2, b2)
 
 
 def run_block(
@@ -270,13 +307,15 @@ def run_block(
     x: torch.Tensor,
     folded_mlp: FoldedQuickGELU | None = None,
     cpu_attention_backward: str = "flash",
+    casts: FrozenCasts | None = None,
 ) -> torch.Tensor:
     """One open_clip residual attention block on B x T x W tokens, attention through SDPA.
 
     The same maths as ``block(x)``, but with fused scaled-dot-product attention and no
     sequence-first round trips: nn.MultiheadAttention's inference fast path materialises
     every T x T attention matrix, which costs a third of the encoder's time and, in
-    training, most of its activation memory. QuickGELU MLPs run folded (`FoldedQuickGELU`);
+    training, most of its activation memory. QuickGELU MLPs run folded (`FoldedQuickGELU`),
+    and under autocast the frozen fp32 matmul weights come from ``casts`` (`FrozenCasts`);
     ``cpu_attention_backward`` picks the attention backward on CPU (`attention.attention`).
     Blocks of another kind run their own forward.
     """
@@ -289,17 +328,18 @@ def run_block(
     ):
         return block(x)
     B, T, W = x.shape
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # B x T x 3W
+    cast = casts if casts is not None else (lambda t, _: t)
+    qkv = F.linear(block.ln_1(x), cast(attn.in_proj_weight, x), cast(attn.in_proj_bias, x))  # B x T x 3W
     # B x T x 3 x heads x d -> 3 x B x heads x T x d
     q, k, v = qkv.view(B, T, 3, attn.num_heads, W // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
     out = attention(q, k, v, cpu_backward=cpu_attention_backward)  # B x heads x T x d
-    out = linear(out.transpose(1, 2).reshape(B, T, W), attn.out_proj.weight, attn.out_proj.bias)
+    out = linear(out.transpose(1, 2).reshape(B, T, W), cast(attn.out_proj.weight, x), cast(attn.out_proj.bias, x))
     x = x + block.ls_1(out)
     mlp = block.mlp
     hidden = block.ln_2(x)
     # compiled graphs fuse QuickGELU themselves (and cannot hold the folded-weight cache)
     if folded_mlp is not None and not torch.compiler.is_compiling() and FoldedQuickGELU.applies(mlp):
-        hidden = block.ls_2(folded_mlp(mlp, hidden))
+        hidden = block.ls_2(folded_mlp(mlp, hidden, casts))
     else:
         hidden = block.ls_2(mlp(hidden))
     if torch.is_grad_enabled() and (x.requires_grad or hidden.requires_grad):
@@ -346,6 +386,7 @@ class PromptedVisionEncoder(nn.Module):
         self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
         self.matmul_dtype = torch.float32
         self.folded_mlp = FoldedQuickGELU()
+        self.frozen_casts = FrozenCasts()
         self.cpu_attention_backward = "flash"
         self._compiled: Any = None  # compile_for_inference()
         self._compiled_weights: tuple = ()
@@ -456,7 +497,7 @@ class PromptedVisionEncoder(nn.Module):
             # layer 0: insert after cls; later layers: replace the previous block's prompts
             rest = x[:, 1:] if i == 0 else x[:, 1 + N :]
             x = torch.cat([x[:, :1], prompts, rest], dim=1)  # B x (1+N+h*w) x W
-            x = run_block(block, x, self.folded_mlp, self.cpu_attention_backward)
+            x = run_block(block, x, self.folded_mlp, self.cpu_attention_backward, self.frozen_casts)
         # prompt outputs are discarded; the norms act per token, so drop them first
         x = torch.cat([x[:, :1], x[:, 1 + N :]], dim=1)
         with torch.autocast(x.device.type, enabled=False):  # outputs in fp32 under any precision

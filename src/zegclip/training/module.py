@@ -48,9 +48,9 @@ class ZegCLIPModule(L.LightningModule):
             trainable weights start this run, e.g. the inductive model for transductive.
         trainable_only_checkpoints: save only the trainable weights (plus the CLIP name and
             tag) instead of self-contained checkpoints; for sweeps.
-        cpu_attention_backward: ``flash`` (PyTorch's) or ``compiled`` (about 30% faster per
-            encoder attention backward when training on CPU; compiles once, needs a C++
-            compiler); GPUs always use PyTorch's.
+        cpu_attention_backward: ``flash`` (PyTorch's) or ``compiled`` (a compiled backward
+            and the unfused forward it differentiates: about 10% off a bf16 training step on
+            CPU; compiles once, needs a C++ compiler); GPUs always use PyTorch's.
         class_chunk: classes scored at once in evaluation (None: as many as fit 64 MB of
             scores at the image's size); bounds memory for 459- and 847-class vocabularies.
         network: an already built ZegCLIP (e.g. loaded by ``zegclip.eval``) used instead of
