@@ -38,3 +38,25 @@ def test_compiled_encoder_matches_eager_and_guards_weights(make_tiny_model):
         other.image_encoder.prompts.prompt_embeddings.add_(1.0)
     with pytest.raises(RuntimeError, match="compile_for_inference"):
         _encode(other, images)
+
+
+def test_unfrozen_compile_follows_weight_changes(make_tiny_model):
+    """freeze=False (validation during training): the graph reads the weights at every call."""
+    images = torch.randn(1, 3, 64, 48)
+    model = make_tiny_model(seed=0)
+    model.image_encoder.compile_for_inference(autotune=False, freeze=False)
+    calls = []
+    compiled = model.image_encoder._compiled
+    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
+    before = _encode(model, images)
+    with torch.no_grad():  # what an optimizer step does to the trainable weights, in place
+        model.image_encoder.prompts.prompt_embeddings.add_(1.0)
+        model.image_encoder.prompt_norm.weight.mul_(2.0)
+    model.image_encoder._compiled = None
+    eager = _encode(model, images)
+    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
+    after = _encode(model, images)
+    assert calls == [images.shape, images.shape]  # both through the compiled graph
+    for got, ref, old in zip(after, eager, before, strict=True):
+        assert torch.allclose(got, ref, atol=1e-5)
+        assert not torch.allclose(got, old, atol=1e-3)  # the change shows: not stale

@@ -116,19 +116,34 @@ def test_sigterm_then_resume_is_bit_identical(
 
 @pytest.mark.parametrize("backward", ["flash", "compiled"])
 def test_bf16_mixed_precision_trains(compose_cfg, backward, monkeypatch):
+    """Both attention backwards; with the compiled one also compile=true, whose validation runs
+    the image encoder compiled once per run with the weights as graph inputs."""
     from zegclip.model import attention
+    from zegclip.model.clip_encoder import PromptedVisionEncoder
 
-    chunks = []
+    chunks, compiled_calls, freezes = [], [], []
     original = attention._run_heads_backward
     monkeypatch.setattr(attention, "_run_heads_backward", lambda *a: chunks.append(1) or original(*a))
+    compile_for_inference = PromptedVisionEncoder.compile_for_inference
+
+    def spy(encoder, autotune=True, freeze=True):
+        freezes.append(freeze)
+        compile_for_inference(encoder, autotune=False, freeze=freeze)  # autotuning: slow, same maths
+        graph = encoder._compiled
+        encoder._compiled = lambda x: compiled_calls.append(x.shape) or graph(x)
+
+    monkeypatch.setattr(PromptedVisionEncoder, "compile_for_inference", spy)
+    compiled = backward == "compiled"
     cfg = compose_cfg(
         "train",
-        [*TINY_DEMO, "trainer.precision=bf16-mixed", "trainer.max_steps=2", "eval_every=2"]
-        + [f"module.cpu_attention_backward={backward}"],
+        [*TINY_DEMO, "trainer.precision=bf16-mixed", "trainer.max_steps=2", "eval_every=1"]
+        + [f"module.cpu_attention_backward={backward}", f"compile={str(compiled).lower()}"],
     )
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"])) and "val/hIoU" in metrics
-    assert bool(chunks) == (backward == "compiled")
+    assert bool(chunks) == compiled
+    assert freezes == ([False] if compiled else [])
+    assert bool(compiled_calls) == compiled  # validation after each of the 2 steps, compiled once
 
 
 def test_multirun_sweep_runs_each_value(trained, tmp_path):

@@ -421,7 +421,7 @@ class PromptedVisionEncoder(nn.Module):
     def _weights_key(self) -> tuple:
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
 
-    def compile_for_inference(self, autotune: bool = True) -> None:
+    def compile_for_inference(self, autotune: bool = True, freeze: bool = True) -> None:
         """Compile the forward with ``torch.compile`` for calls without gradients.
 
         Inductor freezes the weights into the graph (folding and prepacking them) and,
@@ -429,13 +429,16 @@ class PromptedVisionEncoder(nn.Module):
         about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Each new input
         shape compiles once (about 30 s on 2 CPU cores with autotuning, then cached on disk).
         Calls with gradients (training) keep running eagerly. Compile after loading or
-        casting the weights: a compiled forward refuses to run once they change. Each
+        casting the weights: a compiled forward refuses to run once they change.
+        ``freeze=False`` keeps the weights as inputs of the graph instead (no prepacking,
+        so slower than frozen), which then follows every change of them: for validation
+        during training, whose prompts and decoder change at every step. Each
         call of this method drops every graph ``torch.compile`` holds in the process
         (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
         """
         torch._dynamo.reset()
         self._compiled = torch.compile(self._forward, dynamic=False)
-        self._compiled_weights = self._weights_key()
+        self._compiled_weights = self._weights_key() if freeze else None  # None: not frozen, never stale
         self._autotune = autotune
 
     def train(self, mode: bool = True) -> PromptedVisionEncoder:
@@ -465,7 +468,7 @@ class PromptedVisionEncoder(nn.Module):
             )
         if self._compiled is None or torch.is_grad_enabled():
             return self._forward(images)
-        if self._weights_key() != self._compiled_weights:
+        if self._compiled_weights is not None and self._weights_key() != self._compiled_weights:
             raise RuntimeError(
                 "the image encoder's weights changed after compile_for_inference(), which froze "
                 "the old ones into the compiled graph; call compile_for_inference() again"
@@ -486,7 +489,7 @@ class PromptedVisionEncoder(nn.Module):
         )
         # quieting keys that older torch releases lack are left out rather than failing the patch
         autotune = {k: v for k, v in autotune.items() if hasattr(inductor_config, k)}
-        with inductor_config.patch(freezing=True, **autotune):
+        with inductor_config.patch(freezing=self._compiled_weights is not None, **autotune):
             return self._compiled(images)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from zegclip.training.config import (
     validate_config,
     write_metrics,
 )
+from zegclip.training.eval import REDUCED_PRECISIONS
 from zegclip.training.loggers import finish_loggers
 from zegclip.training.module import ZegCLIPModule
 
@@ -36,6 +37,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.check_root()
     module = hydra.utils.instantiate(cfg.module, _convert_="all")
+    if cfg.get("compile") and str(cfg.trainer.get("precision")) in REDUCED_PRECISIONS:
+        # validation only (calls without gradients); the graph reads the weights as inputs,
+        # so it follows every training step instead of freezing the weights it was built with
+        module.model.image_encoder.compile_for_inference(freeze=False)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:  # the whole resolved config: W&B's config panel, CSV's hparams.yaml
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
