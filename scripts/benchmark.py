@@ -257,15 +257,24 @@ def interleaved_speedups(precision: str, device: str, repeats: int, num_classes:
 
 
 def run(precision: str, device: str, repeats: int, num_classes: int, compile_encoder: bool, variant: str) -> dict:
+    """One variant at one precision. Phases, each with its own memory peak: setup (building,
+    FLOP counts with autograd on), training steps (frozen weights kept in fp32, as zegclip
+    train keeps them), inference (zegclip in bf16: frozen weights then stored in bf16, as
+    predict and eval store them; trainable weights back to their values before training, so
+    the bf16 agreement check compares the same weights), compiling and compiled inference.
+    """
     plain = variant == "plain"
     compile_encoder = compile_encoder and not plain
-    w = workload(precision, device, num_classes, variant)
+    w = workload(precision, device, num_classes, variant, cast=False)
     model, optimizer, criterion, autocast = w["model"], w["optimizer"], w["criterion"], w["autocast"]
     embeds, image, wide, batch, labels = w["embeds"], w["image"], w["wide"], w["batch"], w["labels"]
     forward, slide, train_step = w["forward"], w["slide"], w["train_step"]
 
     model.eval()
     predict_with_grad = inspect.unwrap(type(model).predict)  # predict is no_grad; the FLOP counter needs grad
+    encoder = model.image_encoder
+    backward = encoder.cpu_attention_backward
+    encoder.cpu_attention_backward = "flash"  # the FLOP counter knows its backward's formula
     with autocast:
         flops = {
             "forward": count_flops(lambda: model(image, embeds)),
@@ -276,25 +285,34 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
             lambda: criterion(model(batch, embeds).logits, labels)["loss"].backward()
         )
     optimizer.zero_grad(set_to_none=True)
-    # scores for the bf16 agreement check, before training steps change the weights
     model.eval()
-    with torch.no_grad():
-        scores = {"eager": slide().float().cpu()}
-        logit_std = forward().float().std().item()
-    setup_peak = peak_rss_gib()  # building, FLOP counts (autograd on), agreement scores
+    before_training = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    setup_peak = peak_rss_gib()
     phases = reset_peak_rss()  # then one peak per phase
-    result = {
-        "precision": precision,
-        "variant": variant,
-        "forward_s": best_time(forward, repeats),
-        "slide_512x683_s": best_time(slide, repeats),
-    }
+    result = {"precision": precision, "variant": variant}
+    if backward == "compiled":  # also timed with PyTorch's attention backward
+        result["train_step_b2_flash_backward_s"] = best_time(train_step, max(1, repeats - 1))
+        encoder.cpu_attention_backward = "compiled"  # the first (warm-up) step compiles it
+    result["train_step_b2_s"] = best_time(train_step, max(1, repeats - 1))
+    result["cpu_attention_backward"] = encoder.cpu_attention_backward
     if phases:
         result["peak_rss_setup_gib"] = setup_peak
-        result["peak_rss_inference_gib"] = peak_rss_gib()
-        reset_peak_rss()
+        result["peak_rss_train_gib"] = peak_rss_gib()
+    optimizer.zero_grad(set_to_none=True)
+    model.load_weights(before_training, trainable_only=True)
+    if precision == "bf16" and not plain:
+        encoder.cast_frozen_matmuls(torch.bfloat16)  # frozen weights stored in bf16 once, not cast per call
+    gc.collect()
+    reset_peak_rss()
+    with torch.no_grad():  # scores for the bf16 agreement check
+        scores = {"eager": slide().float().cpu()}
+        logit_std = forward().float().std().item()
+    result["forward_s"] = best_time(forward, repeats)
+    result["slide_512x683_s"] = best_time(slide, repeats)
+    result["peak_rss_inference_gib" if phases else "peak_rss_gib"] = peak_rss_gib()
     if compile_encoder:  # first calls compile (and autotune) per input shape; timed separately
-        model.image_encoder.compile_for_inference()
+        reset_peak_rss()
+        encoder.compile_for_inference()
         start = time.perf_counter()
         with torch.no_grad():
             scores["compiled"] = slide().float().cpu()
@@ -303,21 +321,6 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         result["forward_compiled_s"] = best_time(forward, repeats)
         result["slide_512x683_compiled_s"] = best_time(slide, repeats)
         result["peak_rss_compiling_and_compiled_inference_gib"] = peak_rss_gib()
-        reset_peak_rss()
-    if not plain and precision == "bf16":  # a new model for training, its frozen weights kept in fp32
-        del w, model, optimizer, forward, slide, train_step
-        torch._dynamo.reset()
-        gc.collect()
-        reset_peak_rss()
-        w = workload(precision, device, num_classes, variant, cast=False)
-    encoder, train_step = w["model"].image_encoder, w["train_step"]
-    if encoder.cpu_attention_backward == "compiled":  # also timed with PyTorch's attention backward
-        encoder.cpu_attention_backward = "flash"
-        result["train_step_b2_flash_backward_s"] = best_time(train_step, max(1, repeats - 1))
-        encoder.cpu_attention_backward = "compiled"  # the first (warm-up) step compiles it
-    result["train_step_b2_s"] = best_time(train_step, max(1, repeats - 1))
-    result["cpu_attention_backward"] = encoder.cpu_attention_backward
-    result["peak_rss_train_gib" if phases else "peak_rss_gib"] = peak_rss_gib()
     result["logit_std"] = logit_std
     matmul = matmul_gflops(torch.bfloat16 if precision == "bf16" else torch.float32, device, repeats)
     result["matmul_gflops_per_s"] = matmul

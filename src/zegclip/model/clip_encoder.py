@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import socket
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,9 @@ class FrozenCasts:
     def __init__(self) -> None:
         self._cache: dict[int, tuple[tuple, torch.Tensor]] = {}
 
+    def clear(self) -> None:
+        self._cache.clear()
+
     def __call__(self, t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """``t`` as autocast would pass it to a matmul on ``x``'s device (or ``t`` itself)."""
         device = x.device.type
@@ -254,9 +258,9 @@ class FrozenCasts:
         dtype = torch.get_autocast_dtype(device)
         if dtype not in (torch.bfloat16, torch.float16):
             return t
-        key = (t.data_ptr(), t._version, t.device, dtype)
+        key = (weakref.ref(t), t.data_ptr(), t._version, t.device, dtype)  # the same tensor, unchanged
         cached = self._cache.get(id(t))
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0][0]() is not t or cached[0][1:] != key[1:]:
             with torch.no_grad():
                 cached = self._cache[id(t)] = (key, t.to(dtype))
         return cached[1]
@@ -406,6 +410,7 @@ class PromptedVisionEncoder(nn.Module):
                 module.in_proj_weight.data = module.in_proj_weight.data.to(dtype)
                 module.in_proj_bias.data = module.in_proj_bias.data.to(dtype)
         self.matmul_dtype = dtype
+        self.frozen_casts.clear()  # copies of the fp32 weights, now unused
 
     @property
     def cpu_attention_backward(self) -> str:
