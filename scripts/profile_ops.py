@@ -78,8 +78,9 @@ def main() -> None:
     bf16 = args.precision == "bf16"
     dtype = torch.bfloat16 if bf16 else torch.float32
     model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True)
-    if bf16:
+    if bf16 and args.what != "train":  # training keeps them in fp32 (bf16 copies cached), as zegclip train
         model.image_encoder.cast_frozen_matmuls(torch.bfloat16)
+    if bf16:
         model.image_encoder.cpu_attention_backward = "compiled"
     if args.what == "compiled":
         model.image_encoder.compile_for_inference()
