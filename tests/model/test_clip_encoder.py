@@ -116,17 +116,35 @@ def test_run_block_equals_open_clip_block(tiny_model):
     folded = clip_encoder.FoldedQuickGELU()
     assert folded.applies(block.mlp)  # the tiny CLIP uses QuickGELU, like OpenAI's
     x = torch.randn(2, 9, 64)
+    hidden = torch.randn(2, 9, 64)
+    assert torch.allclose(folded(block.mlp, hidden), block.mlp(hidden), atol=1e-5)  # the folding's maths
     assert torch.allclose(clip_encoder.run_block(block, x, folded), block(x), atol=1e-5)
     assert torch.allclose(clip_encoder.run_block(block, x), block(x), atol=1e-5)
     # new weights (as load_state_dict writes them) refresh the folded copies
     with torch.no_grad():
         block.mlp.c_fc.weight.mul_(2.0)
+    assert torch.allclose(folded(block.mlp, hidden), block.mlp(hidden), atol=1e-5)
     assert torch.allclose(clip_encoder.run_block(block, x, folded), block(x), atol=1e-5)
     # without autograd the residual adds run in place, on the block's own buffers only
     before = x.clone()
     with torch.no_grad():
         assert torch.allclose(clip_encoder.run_block(block, x, folded), block(x), atol=1e-5)
     assert torch.equal(x, before)
+
+
+def test_folded_mlp_only_in_reduced_precision_and_only_in_its_dtype(tiny_model):
+    """fp32 runs the MLP as it is (no second fp32 copy of its weights); bf16 keeps bf16 copies only."""
+    block = tiny_model.image_encoder.visual.transformer.resblocks[0]
+    folded = clip_encoder.FoldedQuickGELU()
+    x = torch.randn(2, 9, 64)
+    clip_encoder.run_block(block, x, folded)
+    assert folded._cache == {}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = clip_encoder.run_block(block, x, folded)
+        ref = block(x)
+    (copies,) = [cached[1] for cached in folded._cache.values()]
+    assert [t.dtype for t in copies] == [torch.bfloat16] * 3
+    assert torch.allclose(out.float(), ref.float(), rtol=2e-2, atol=2e-2)
 
 
 def test_frozen_casts_round_as_autocast_once(tiny_model):

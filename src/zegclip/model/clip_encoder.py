@@ -266,13 +266,23 @@ class FrozenCasts:
         return cached[1]
 
 
+def matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul of ``x`` with ``weight`` runs in: autocast's for fp32 weights, else theirs."""
+    device = x.device.type
+    if weight.dtype == torch.float32 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
+
+
 class FoldedQuickGELU:
     """QuickGELU MLPs rewritten with one fused SiLU, weights folded once and cached.
 
     x * sigmoid(1.702 x) = silu(1.702 x) / 1.702, so c_proj(quick_gelu(c_fc(x))) equals
     linear(silu(linear(x, 1.702 W1, 1.702 b1)), W2 / 1.702, b2): one elementwise pass
-    instead of three, forward and backward. The folded copies are rebuilt whenever the
-    CLIP weights change (load_state_dict, dtype or device moves).
+    instead of three, forward and backward. Used where the matmuls run in bf16/fp16, with
+    the folded copies kept in that dtype only (in fp32 the MLP runs as it is: a second fp32
+    copy of its weights would cost 0.22 GiB for ViT-B/16). The copies are rebuilt whenever
+    the CLIP weights change (load_state_dict, dtype or device moves) or the dtype does.
     """
 
     def __init__(self) -> None:
@@ -289,17 +299,24 @@ class FoldedQuickGELU:
             and not any(p.requires_grad for p in mlp.parameters())
         )
 
+    @staticmethod
+    def pays_off(mlp: nn.Module, x: torch.Tensor) -> bool:
+        """Whether ``mlp`` on ``x`` runs folded: its matmuls in bf16 or fp16."""
+        return matmul_dtype(x, mlp.c_fc.weight) in (torch.bfloat16, torch.float16)
+
     def __call__(self, mlp: nn.Module, x: torch.Tensor, casts: FrozenCasts | None = None) -> torch.Tensor:
         fc, proj = mlp.c_fc, mlp.c_proj
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight))
+        dtype = matmul_dtype(x, fc.weight)
+        key = (*((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight)), dtype)
         cached = self._cache.get(id(mlp))
         if cached is None or cached[0] != key:
+            self._cache.pop(id(mlp), None)  # the old copies go before the new ones are made
             with torch.no_grad():
                 folded = (fc.weight * QUICK_GELU_SCALE, fc.bias * QUICK_GELU_SCALE, proj.weight / QUICK_GELU_SCALE)
+                folded = tuple(t.to(dtype) for t in folded)  # only the dtype the matmuls use is kept
             self._cache[id(mlp)] = cached = (key, folded)
-        w1, b1, w2, b2 = (*cached[1], proj.bias)
-        if casts is not None:
-            w1, b1, w2, b2 = (casts(t, x) for t in (w1, b1, w2, b2))
+        w1, b1, w2 = cached[1]
+        b2 = proj.bias if casts is None else casts(proj.bias, x)
         hidden = F.linear(x, w1, b1)
         # in place (no new 4W-wide buffer) unless autograd needs the pre-activation
         hidden = F.silu(hidden, inplace=not (torch.is_grad_enabled() and hidden.requires_grad))
@@ -342,7 +359,12 @@ def run_block(
     mlp = block.mlp
     hidden = block.ln_2(x)
     # compiled graphs fuse QuickGELU themselves (and cannot hold the folded-weight cache)
-    if folded_mlp is not None and not torch.compiler.is_compiling() and FoldedQuickGELU.applies(mlp):
+    if (
+        folded_mlp is not None
+        and not torch.compiler.is_compiling()
+        and FoldedQuickGELU.applies(mlp)
+        and FoldedQuickGELU.pays_off(mlp, hidden)
+    ):
         hidden = block.ls_2(folded_mlp(mlp, hidden, casts))
     else:
         hidden = block.ls_2(mlp(hidden))
