@@ -201,10 +201,12 @@ def _narrow_gemms_on_one_thread() -> bool:
     return True if is_amx is None else bool(is_amx())
 
 
-def _reduced_precision(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if torch.is_autocast_enabled("cpu"):
-        return torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
-    return x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
+def matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul of ``x`` with ``weight`` runs in: autocast's for fp32 weights, else theirs."""
+    device = x.device.type
+    if weight.dtype == torch.float32 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -220,7 +222,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
         or bias is None
         or rows >= _TRANSPOSE_MAX_ROWS
         or out > _TRANSPOSE_MAX_OUT
-        or not _reduced_precision(x, weight)
+        or matmul_dtype(x, weight) not in (torch.bfloat16, torch.float16)
         or not _narrow_gemms_on_one_thread()
     ):
         return F.linear(x, weight, bias)
@@ -246,17 +248,10 @@ class FrozenCasts:
 
     def __call__(self, t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """``t`` as autocast would pass it to a matmul on ``x``'s device (or ``t`` itself)."""
-        device = x.device.type
-        if (
-            t is None
-            or t.dtype != torch.float32
-            or t.requires_grad
-            or not torch.is_autocast_enabled(device)
-            or torch.compiler.is_compiling()
-        ):
+        if t is None or t.requires_grad or torch.compiler.is_compiling():
             return t
-        dtype = torch.get_autocast_dtype(device)
-        if dtype not in (torch.bfloat16, torch.float16):
+        dtype = matmul_dtype(x, t)
+        if t.dtype != torch.float32 or dtype not in (torch.bfloat16, torch.float16):
             return t
         key = (weakref.ref(t), t.data_ptr(), t._version, t.device, dtype)  # the same tensor, unchanged
         cached = self._cache.get(id(t))
@@ -264,14 +259,6 @@ class FrozenCasts:
             with torch.no_grad():
                 cached = self._cache[id(t)] = (key, t.to(dtype))
         return cached[1]
-
-
-def matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
-    """The dtype a matmul of ``x`` with ``weight`` runs in: autocast's for fp32 weights, else theirs."""
-    device = x.device.type
-    if weight.dtype == torch.float32 and torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return weight.dtype
 
 
 class FoldedQuickGELU:
