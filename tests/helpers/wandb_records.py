@@ -46,12 +46,15 @@ def _key(item: Any) -> str:
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """``{"history": [row, ...], "summary": {...}, "config": {...}}`` of an offline run folder."""
+    """``{"history": [row, ...], "summary": {...}, "config": {...}, "run": {"name", "group"}}``
+    of an offline run folder."""
     (path,) = Path(run_dir).glob("*.wandb")
-    out: dict[str, Any] = {"history": [], "summary": {}, "config": {}}
+    out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "run": {}}
     for record in records(path):
         kind = record.WhichOneof("record_type")
-        if kind == "history":
+        if kind == "run":
+            out["run"] = {"name": record.run.display_name, "group": record.run.run_group}
+        elif kind == "history":
             out["history"].append({_key(i): json.loads(i.value_json) for i in record.history.item})
         elif kind == "summary":
             out["summary"].update({_key(i): json.loads(i.value_json) for i in record.summary.update})

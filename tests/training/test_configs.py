@@ -9,7 +9,7 @@ import pytest
 
 from zegclip.data.synthetic import write_synthetic_folder
 from zegclip.model.build import zegclip_tiny
-from zegclip.training.config import CONFIG_DIR, ConfigError, accumulation, build_trainer, validate_config
+from zegclip.training.config import CONFIG_DIR, ConfigError, build_trainer, describe_batch, validate_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 TINY_MODEL = [
@@ -81,13 +81,62 @@ def test_paper_optimisation_defaults(compose_cfg):
     assert cfg.model.clip_model == "ViT-B-16" and cfg.model.pretrained == "openai"
 
 
-@pytest.mark.parametrize(("devices", "batch", "expected"), [(1, 4, 4), (4, 4, 1), (2, 2, 4), (1, 16, 1)])
-def test_global_batch_kept_by_accumulation(compose_cfg, devices, batch, expected):
-    cfg = compose_cfg("train", [f"trainer.devices={devices}", f"data.batch_size={batch}"])
-    assert accumulation(cfg) == expected
-    bad = compose_cfg("train", ["trainer.devices=3", "data.batch_size=4"])
-    with pytest.raises(ConfigError, match="global_batch_size=16"):
-        accumulation(bad)
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["data.batch_size=4"], "global batch 16 = 1 node x 1 device x 4 images x accumulation 4"),
+        (["data.batch_size=16"], "global batch 16 = 1 node x 1 device x 16 images x accumulation 1"),
+        (
+            ["trainer.devices=auto", "data.batch_size=8"],
+            "global batch 16 = 1 node x 1 device x 8 images x accumulation 2",
+        ),
+        (
+            ["trainer.devices=4", "trainer.strategy=ddp", "data.batch_size=4"],
+            "global batch 16 = 1 node x 4 devices x 4 images x accumulation 1",
+        ),
+        (
+            ["trainer.devices='2'", "trainer.num_nodes=2", "trainer.strategy=ddp", "data.batch_size=2"],
+            "global batch 16 = 2 nodes x 2 devices x 2 images x accumulation 2",
+        ),
+    ],
+)
+def test_global_batch_from_the_processes_lightning_resolves(compose_cfg, overrides, line):
+    cfg = compose_cfg("train", overrides)
+    trainer = build_trainer(cfg)
+    assert describe_batch(trainer, cfg.data.batch_size) == line
+    assert trainer.val_check_interval == cfg.eval_every * trainer.accumulate_grad_batches  # in micro-batches
+
+
+@pytest.fixture
+def four_gpus(monkeypatch):
+    """Lightning sees 4 CUDA devices (its device count is the only thing faked; nothing runs on them)."""
+    import lightning.fabric.accelerators.cuda as fabric_cuda
+    import lightning.pytorch.accelerators.cuda as pytorch_cuda
+
+    for module in (fabric_cuda, pytorch_cuda):
+        monkeypatch.setattr(module, "num_cuda_devices", lambda: 4)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.accelerator=cuda", "trainer.devices=auto"],
+        ["trainer.accelerator=gpu", "trainer.devices=-1"],
+        ["trainer.accelerator=auto", "trainer.devices=auto", "trainer.strategy=auto"],
+        ["hardware=ddp"],
+    ],
+)
+def test_every_device_spelling_on_a_four_gpu_node(compose_cfg, four_gpus, overrides):
+    cfg = compose_cfg("train", [*overrides, "data.batch_size=4"])
+    trainer = build_trainer(cfg)
+    assert trainer.world_size == 4
+    assert describe_batch(trainer, 4) == "global batch 16 = 1 node x 4 devices x 4 images x accumulation 1"
+
+
+def test_global_batch_that_does_not_divide_is_refused(compose_cfg):
+    cfg = compose_cfg("train", ["trainer.devices=3", "trainer.strategy=ddp", "data.batch_size=4"])
+    with pytest.raises(ConfigError, match=r"global_batch_size=16 .* processes \(3"):
+        build_trainer(cfg)
 
 
 @pytest.mark.parametrize(

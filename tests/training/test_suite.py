@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,45 @@ def test_all_five_benchmarks_from_raw_archives_to_one_table(tmp_path: Path, chec
         "|---|---|---|---|---|",
         f"| {' | '.join(row[1:])} |",
     ]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stopped_suite_keeps_its_results_and_the_rerun_evaluates_the_rest(
+    tmp_path: Path, checkpoint: Path, monkeypatch, capsys, signum, code
+):
+    raw, data = tmp_path / "raw", tmp_path / "data"
+    make_pc459_raw(raw / "context")
+    make_voc_raw(raw / "voc", **VOC_IDS)
+    prepare_context(raw / "context", data / "context", workers=1)
+    prepare_voc(raw / "voc", data / "voc", workers=1)
+    out = tmp_path / "suite"
+    argv = ["suite", "--checkpoint", str(checkpoint), "--output", str(out), "--benchmarks", "PC-59,PAS-20"]
+    argv += [f"paths.data_dir={data}", *SMALL]
+    from zegclip.training.module import ZegCLIPModule
+
+    step, evaluated = ZegCLIPModule.validation_step, []
+
+    def signalled_in_the_second(self, batch, batch_idx):
+        if batch_idx == 0:
+            evaluated.append(self.hparams.dataset)
+        if len(evaluated) == 2 and stop:  # PAS-20, the second benchmark: pre-empted mid-evaluation
+            os.kill(os.getpid(), signum)
+        return step(self, batch, batch_idx)
+
+    stop = True
+    monkeypatch.setattr(ZegCLIPModule, "validation_step", signalled_in_the_second)
+    assert zegclip_main(argv) == code
+    err = capsys.readouterr().err
+    assert f"interrupted: {signal.Signals(signum).name}; evaluated PC-59" in err
+    assert not (out / "suite.md").exists()
+    kept = json.loads((out / "suite.json").read_text())["results"]
+    assert list(kept) == ["PC-59"]
+
+    stop = False
+    evaluated.clear()
+    assert zegclip_main(argv) == 0
+    assert evaluated == ["voc"]  # only the benchmark still missing
+    assert "kept from an earlier run" in capsys.readouterr().out
+    with open(out / "suite.csv") as f:
+        header, row = list(csv.reader(f))
+    assert header == ["checkpoint", "PC-59", "PAS-20"] and row[1] == f"{kept['PC-59']:.1f}"

@@ -9,7 +9,9 @@ Each subcommand is also reachable as before: ``python -m zegclip.train``,
 from __future__ import annotations
 
 import importlib
+import runpy
 import sys
+import warnings
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,8 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("zegclip.cli.export", "export the network to ONNX"),
     "efficiency": ("zegclip.cli.efficiency", "parameters, FLOPs and images/s of a model"),
 }
-HYDRA_COMMANDS = ("train", "eval")
-"""Hydra apps: they read their overrides from ``sys.argv``."""
+HYDRA_COMMANDS = {"train": "zegclip.train", "eval": "zegclip.eval"}
+"""Hydra apps (they read their overrides from ``sys.argv``) and the module each runs as."""
 
 
 def usage() -> str:
@@ -48,12 +50,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
     if name in HYDRA_COMMANDS:
-        sys.argv = [f"zegclip {name}", *rest]
-        module.main()  # exits with its own code on errors
+        run_as_main(HYDRA_COMMANDS[name], rest)  # exits with its own code on errors
         return 0
+    module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
+
+
+def run_as_main(module: str, args: Sequence[str]) -> None:
+    """Run ``module`` exactly as ``python -m module args`` would, in this process.
+
+    Processes that re-run the command (Lightning's DDP launcher starts each extra rank with
+    ``python -m <__main__'s module> <sys.argv[1:]>``) then find a real module to run, not
+    the name of this console script.
+    """
+    saved = sys.argv
+    sys.argv = [module, *args]
+    try:
+        with warnings.catch_warnings():  # already imported by an earlier in-process call (tests)
+            warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

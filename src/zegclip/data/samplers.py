@@ -1,9 +1,11 @@
 """Samplers for iteration-based training and sharded evaluation (pure torch).
 
 Training is a stream of samples, as in mmseg's iteration-based runner: epoch after
-epoch of seeded permutations, each process taking every ``world``-th sample. Every
-sample also carries its own augmentation seed, so the stream is a pure function of
-(seed, position): the same with any number of workers, and exact after a resume.
+epoch of seeded permutations, cut into global batches; each process takes its contiguous
+part of every global batch. Every sample also carries its own augmentation seed, so the
+stream is a pure function of (seed, global position): the same images, augmented the same
+way, in every optimizer step with any number of processes, accumulation steps or workers,
+and exact after a resume.
 """
 
 from __future__ import annotations
@@ -20,14 +22,21 @@ class TrainStream(Sampler[tuple[int, int]]):
     """Endless (dataset index, sample seed) pairs for one process.
 
     Global position g lies in epoch g // size at offset g % size of that epoch's
-    permutation; process ``rank`` takes positions rank, rank + world, ... and starts
-    at its ``start``-th sample (samples it already consumed before a resume).
+    permutation. The positions are cut into global batches of ``world x per_process``
+    samples; process ``rank`` takes positions ``rank * per_process`` to
+    ``(rank + 1) * per_process - 1`` of each (``per_process`` = batch size x accumulation),
+    so micro-batch j of process r holds the same samples as micro-batch ``r * accumulation + j``
+    of one process running the whole global batch. ``start``: samples this process already
+    consumed (after a resume).
     """
 
-    def __init__(self, size: int, *, seed: int = 0, rank: int = 0, world: int = 1, start: int = 0) -> None:
+    def __init__(
+        self, size: int, *, seed: int = 0, rank: int = 0, world: int = 1, per_process: int = 1, start: int = 0
+    ) -> None:
         if size <= 0:
             raise ValueError("the training set is empty")
         self.size, self.seed, self.rank, self.world, self.start = size, seed, rank, world, start
+        self.per_process = max(1, int(per_process))
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def permutation(self, epoch: int) -> torch.Tensor:
@@ -36,9 +45,14 @@ class TrainStream(Sampler[tuple[int, int]]):
             self._perm = (epoch, torch.randperm(self.size, generator=generator))
         return self._perm[1]
 
+    def position(self, local: int) -> int:
+        """Global position of this process's ``local``-th sample."""
+        step, within = divmod(local, self.per_process)
+        return (step * self.world + self.rank) * self.per_process + within
+
     def sample(self, local: int) -> tuple[int, int]:
         """The (index, augmentation seed) of this process's ``local``-th sample."""
-        position = local * self.world + self.rank
+        position = self.position(local)
         epoch, offset = divmod(position, self.size)
         seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
         return int(self.permutation(epoch)[offset]), seed

@@ -96,8 +96,14 @@ class ZegCLIPCriterion(nn.Module):
 
     Called with mask logits B x C x h x w and labels B x H x W (class ids 0..C-1,
     ``ignore_index`` for ignored pixels), returns ``loss_focal``, ``loss_dice`` (both
-    weighted) and ``loss``. Ignored pixels have an all-zero target: they still count
-    as negatives in the focal term, as in the released code.
+    weighted) and ``loss``, and ``masks``: this batch's (image, present class) pairs.
+    Ignored pixels have an all-zero target: they still count as negatives in the focal
+    term, as in the released code.
+
+    ``num_masks``: the divisor to use instead of the global batch's mask count; training
+    passes a constant and rescales the gradients once per optimizer step, so the divisor
+    covers the whole global batch however it is split into processes and accumulated
+    micro-batches (docs/method.md, the loss).
     """
 
     def __init__(
@@ -118,7 +124,9 @@ class ZegCLIPCriterion(nn.Module):
         self.gamma = gamma
         self.ignore_index = ignore_index
 
-    def forward(self, mask_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, mask_logits: torch.Tensor, labels: torch.Tensor, num_masks: float | None = None
+    ) -> dict[str, torch.Tensor]:
         B, C = mask_logits.shape[:2]
         bad = (labels >= C) & (labels != self.ignore_index)
         if bad.any():
@@ -132,13 +140,14 @@ class ZegCLIPCriterion(nn.Module):
             logits, labels.flatten(1).to(torch.int16), C, self.alpha, self.gamma, chunk_rows
         )  # each (B*C): focal mean over pixels, dice, |t|
         present = positives > 0  # the class is in the image
-        num_masks = global_num_masks(present.sum())
-        loss_focal = focal.sum() / num_masks
-        loss_dice = (dice * present).sum() / num_masks  # dice only on the classes present
+        masks = present.sum().detach().float()
+        divisor = global_num_masks(masks) if num_masks is None else num_masks
+        loss_focal = focal.sum() / divisor
+        loss_dice = (dice * present).sum() / divisor  # dice only on the classes present
 
         loss_focal = self.focal_weight * loss_focal
         loss_dice = self.dice_weight * loss_dice
-        return {"loss_focal": loss_focal, "loss_dice": loss_dice, "loss": loss_focal + loss_dice}
+        return {"loss_focal": loss_focal, "loss_dice": loss_dice, "loss": loss_focal + loss_dice, "masks": masks}
 
 
 @torch.no_grad()

@@ -18,6 +18,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model.zegclip import PIXEL_MEAN, PIXEL_STD
+from zegclip.training.checkpoint_io import CheckpointWriteError
+from zegclip.training.cluster import requeue_job, requeue_signal
 
 
 class LogValidationImages(L.Callback):
@@ -131,10 +133,14 @@ class ProgressLog(L.Callback):
 
 
 class RunInterrupted(ZegCLIPError):
-    """Training stopped on request (SIGTERM, Ctrl-C) after writing ``last.ckpt``."""
+    """Training stopped on request (SIGTERM, Ctrl-C, SLURM's requeue signal) after writing ``last.ckpt``."""
 
     exit_code = 128 + signal.SIGTERM  # 143, as a process killed by SIGTERM reports
     prefix = "interrupted"
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)  # 130 after Ctrl-C, 143 after SIGTERM or a requeue
 
 
 class NonFiniteError(ZegCLIPError, RuntimeError):
@@ -156,56 +162,72 @@ def trainable_weights_finite(module: L.LightningModule) -> bool:
 def interrupted(trainer: L.Trainer) -> RunInterrupted:
     """The error that tells a user where a run stopped by a signal left its checkpoint."""
     stopper = next((c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt)), None)
+    signum = stopper.signum if stopper is not None else signal.SIGTERM
     if stopper is not None and stopper.saved is not None:
-        return RunInterrupted(
-            f"stopped at step {trainer.global_step} on {stopper.requested}; saved {stopper.saved}; "
-            "resume with ckpt_path=last and the same run_name"
+        then = (
+            "the job was requeued: SLURM restarts it and it resumes this run"
+            if stopper.requeued
+            else "resume with ckpt_path=last and the same run_name"
         )
-    return RunInterrupted(f"stopped at step {trainer.global_step} by a signal; no checkpoint was written")
+        return RunInterrupted(
+            f"stopped at step {trainer.global_step} on {signal.Signals(signum).name}; saved {stopper.saved}; {then}",
+            signum,
+        )
+    return RunInterrupted(f"stopped at step {trainer.global_step} by a signal; no checkpoint was written", signum)
 
 
 class CheckpointOnInterrupt(L.Callback):
-    """Stop on SIGTERM (a scheduler's pre-emption) or Ctrl-C at an optimizer-step boundary,
-    write ``last.ckpt`` there and raise :class:`RunInterrupted`, so ``ckpt_path=last``
-    continues bit for bit, with gradient accumulation too.
+    """Stop on SIGTERM (a scheduler's pre-emption), Ctrl-C or SLURM's requeue signal at an
+    optimizer-step boundary, write ``last.ckpt`` there and raise :class:`RunInterrupted`,
+    so ``ckpt_path=last`` continues bit for bit, with gradient accumulation too.
 
     The signal only sets a flag; the run stops at the end of the batch that completes an
     optimizer step (never inside an accumulation window, whose gradients a checkpoint
-    cannot hold). A second Ctrl-C stops at
-    once. After a crash, ``last.ckpt`` is written only at a step boundary with finite
-    weights; after a :class:`NonFiniteError` never, so the last good checkpoints stay.
+    cannot hold). Under DDP the processes agree at every step boundary whether any of
+    them was signalled, so they stop together and save together; nothing is forwarded
+    (a terminal's Ctrl-C reaches every process, a scheduler's SIGTERM one or all, and the
+    agreement covers both). Under SLURM the requeue signal (``--signal=USR1@90``) also
+    requeues the job once ``last.ckpt`` is written. A second Ctrl-C stops at once.
+    After a crash, ``last.ckpt`` is written only in a single process, at a step boundary,
+    with finite weights; under DDP a failure on one rank leaves the checkpoints as they
+    were (the ranks are out of step and cannot save together); after a
+    :class:`NonFiniteError` or a failed checkpoint write never.
     """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested: str | None = None
+        self.signum: int = signal.SIGTERM
         self._handlers: dict[int, Any] = {}
-        self._trainer: L.Trainer | None = None
         self._window_open = False  # micro-batches run since the last optimizer step
         self._step_at_start = 0
         self.stopping = False  # Lightning was asked to stop at this step boundary
+        self.requeue = False  # the stop was SLURM's requeue signal (on some rank)
         self.saved: Path | None = None  # last.ckpt written on that stop
+        self.requeued = False
+
+    @staticmethod
+    def signals() -> tuple[int, ...]:
+        requeue = requeue_signal()
+        return (signal.SIGTERM, signal.SIGINT) + ((requeue,) if requeue is not None else ())
 
     # --- signals --------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.requested:
+        if signum == signal.SIGINT and self.requested == "SIGINT":
             raise KeyboardInterrupt  # second Ctrl-C: stop now
-        self.requested = signal.Signals(signum).name
-        launcher = self._trainer.strategy.launcher if self._trainer is not None else None
-        if launcher is not None:  # DDP launched by Lightning: pass the signal on to the other ranks
-            launcher.kill(signum)
-        rank_zero_info(f"{self.requested} received: stopping at the next step boundary (Ctrl-C again stops at once)")
+        if self.requested is None or signum == signal.SIGINT:
+            self.requested, self.signum = signal.Signals(signum).name, signum
+        rank_zero_info(f"{signal.Signals(signum).name} received: stopping at the next step boundary")
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.requested, self._trainer, self._window_open, self.stopping = None, trainer, False, False
+        self.requested, self._window_open, self.stopping, self.requeue = None, False, False, False
+        self.saved, self.requeued, self.signum = None, False, signal.SIGTERM
         if threading.current_thread() is threading.main_thread():
-            self._handlers = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+            self._handlers = {s: signal.signal(s, self._on_signal) for s in self.signals()}
 
     def _restore(self) -> None:
         for signum, handler in self._handlers.items():
             signal.signal(signum, handler)
-        self._handlers, self._trainer = {}, None
+        self._handlers = {}
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._restore()
@@ -222,25 +244,54 @@ class CheckpointOnInterrupt(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         self._window_open = trainer.global_step == self._step_at_start  # no optimizer step yet
-        if not self._window_open and trainer.strategy.reduce_boolean_decision(bool(self.requested), all=False):
+        if self._window_open:
+            return
+        if trainer.global_step >= (trainer.max_steps or 0) > 0:
+            trainer.should_stop = True  # the last step is validated (and so checkpointed) like any eval_every step
+        strategy = trainer.strategy
+        if strategy.reduce_boolean_decision(bool(self.requested), all=False):  # any process signalled
+            requeue = self.requested is not None and self.signum == requeue_signal()
+            self.requeue = strategy.reduce_boolean_decision(requeue, all=False)
             # Lightning's own stop: it raises once this batch (and any validation due) is done,
             # and on_exception writes last.ckpt from that completed state
-            trainer._signal_connector.received_sigterm = True
+            request_lightning_stop(trainer)
             self.stopping = True
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()
-        if isinstance(exception, NonFiniteError) or trainer.global_step == 0:
+        try:  # the handlers stay until the end: SLURM answers the requeue with a SIGTERM
+            self._save_on_exception(trainer, module, exception)
+        finally:
+            self._restore()
+
+    def _save_on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, NonFiniteError | CheckpointWriteError) or trainer.global_step == 0:
             return
         path = self.last_path(trainer)
         if self.stopping and isinstance(exception, SIGTERMException) and path is not None:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(
+                path, weights_only=False
+            )  # every process stops at this same boundary: they save together
             self.saved = path
+            if self.requeue and trainer.is_global_zero:
+                self.requeued = requeue_job()
+            return
         if path is None or trainer.state.fn != "fit":
+            return
+        if trainer.world_size > 1:  # one process failed on its own: the others are elsewhere, no collective save
+            rank_zero_info(f"stopped by {type(exception).__name__} under DDP; {path} left as it was")
             return
         if self._window_open or not trainable_weights_finite(module):
             reason = "inside an accumulation window" if self._window_open else "with non-finite weights"
             rank_zero_info(f"stopped {reason} at step {trainer.global_step}; {path} left as it was")
             return
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         rank_zero_info(f"interrupted at step {trainer.global_step} ({type(exception).__name__}); saved {path}")
+
+
+def request_lightning_stop(trainer: L.Trainer) -> None:
+    """Make Lightning raise its ``SIGTERMException`` after the current batch, as on its own SIGTERM.
+
+    Lightning has no public call for this: its signal connector's flag is the one place it
+    reads (pinned by tests/training/test_train.py's pre-emption tests).
+    """
+    trainer._signal_connector.received_sigterm = True

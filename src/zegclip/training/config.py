@@ -10,12 +10,44 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from zegclip.atomic import atomic_write
 from zegclip.errors import ZegCLIPError, run_command
 from zegclip.training.callbacks import ProgressLog
+from zegclip.training.checkpoint_io import AtomicCheckpointIO
+from zegclip.training.cluster import cluster_plugins, default_run_name, on_slurm, slurm_job_id
 
 CONFIG_DIR = str(Path(__file__).parent.parent / "conf")
+
+
+def _sweep_job() -> tuple[str, int] | None:
+    """(sweep folder name, job number) inside a Hydra multirun job, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    return Path(hydra_cfg.sweep.dir).name, int(hydra_cfg.job.num)
+
+
+def _job_name(run_name: str) -> str:
+    job = _sweep_job()
+    return f"{run_name}-{job[1]}" if job else run_name
+
+
+def _job_group(default: str) -> str:
+    job = _sweep_job()
+    return job[0] if job else default
+
+
+# ${zegclip_run_name:} in train.yaml: SLURM job id, the launching process's name, or the start time;
+# ${zegclip_job_name:...} / ${zegclip_job_group:...}: a sweep job's W&B name and group
+OmegaConf.register_new_resolver("zegclip_run_name", default_run_name, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("zegclip_job_name", _job_name, replace=True)
+OmegaConf.register_new_resolver("zegclip_job_group", _job_group, replace=True)
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
 
@@ -31,28 +63,30 @@ def compose_config(name: str = "train", overrides: list[str] | tuple[str, ...] =
         return compose(config_name=name, overrides=list(overrides))
 
 
-def _world_size(cfg: DictConfig) -> int:
-    devices = cfg.trainer.get("devices", 1)
-    if isinstance(devices, str) and devices != "auto":
-        devices = len([d for d in devices.split(",") if d.strip()]) if "," in devices else int(devices)
-    if devices in ("auto", -1):
-        import torch
+def accumulation(cfg: DictConfig, world_size: int) -> int:
+    """Gradient accumulation that keeps the global batch at ``global_batch_size``.
 
-        devices = max(torch.cuda.device_count(), 1) if cfg.trainer.get("accelerator") == "gpu" else 1
-    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
-        devices = len(devices)
-    return int(devices) * int(cfg.trainer.get("num_nodes", 1))
-
-
-def accumulation(cfg: DictConfig) -> int:
-    """Gradient accumulation that keeps the global batch at ``global_batch_size``."""
-    per_step = cfg.data.batch_size * _world_size(cfg)
-    if cfg.global_batch_size % per_step:
+    ``world_size`` is the number of training processes (nodes x devices) as the Trainer
+    resolved it: ``Trainer.world_size``, whatever the spelling of ``trainer.devices``.
+    """
+    per_step = int(cfg.data.batch_size) * int(world_size)
+    if int(cfg.global_batch_size) % per_step:
         raise ConfigError(
             f"global_batch_size={cfg.global_batch_size} is not a multiple of data.batch_size "
-            f"({cfg.data.batch_size}) x devices x nodes ({_world_size(cfg)})"
+            f"({cfg.data.batch_size}) x processes ({world_size}: nodes x devices); change data.batch_size, "
+            "trainer.devices or global_batch_size"
         )
-    return cfg.global_batch_size // per_step
+    return int(cfg.global_batch_size) // per_step
+
+
+def describe_batch(trainer: L.Trainer, batch_size: int) -> str:
+    """``global batch 16 = 2 nodes x 4 devices x 2 images x accumulation 1``."""
+    nodes, devices, accumulate = trainer.num_nodes, trainer.num_devices, trainer.accumulate_grad_batches
+    total = nodes * devices * batch_size * accumulate
+    return (
+        f"global batch {total} = {nodes} node{'s' * (nodes != 1)} x {devices} device{'s' * (devices != 1)} "
+        f"x {batch_size} image{'s' * (batch_size != 1)} x accumulation {accumulate}"
+    )
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -89,40 +123,55 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
     if cfg.get("task_name") == "train" and cfg.setting == "transductive" and not cfg.module.init_from:
         raise ConfigError("module.init_from must name the inductive checkpoint that transductive training starts from")
-    accumulation(cfg)
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         raise ConfigError(f"missing mandatory value(s): {sorted(missing)} (set them on the command line)")
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-    """The Trainer with its callbacks and loggers; validation every ``eval_every`` steps."""
+    """The Trainer with its callbacks and loggers; validation every ``eval_every`` steps.
+
+    Accumulation comes from the number of processes Lightning itself resolved (any spelling
+    of ``accelerator``, ``devices``, ``num_nodes``, ``strategy``; SLURM and torchrun
+    environments included), so the global batch is ``global_batch_size`` everywhere.
+    """
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     if not loggers:  # logger=none: nothing to report learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    accumulate = accumulation(cfg)
     kwargs: dict[str, Any] = {
         "callbacks": callbacks,
         "logger": loggers or False,
-        "accumulate_grad_batches": accumulate,
-        "val_check_interval": int(cfg.eval_every) * accumulate,  # counted in batches
+        "val_check_interval": int(cfg.eval_every),  # counted in batches: scaled by the accumulation below
         **overrides,
     }
     if cfg.trainer.get("fast_dev_run") or cfg.trainer.get("overfit_batches"):
         kwargs.pop("val_check_interval")
+    kwargs.setdefault("plugins", []).extend(cluster_plugins())
+    kwargs["plugins"].append(AtomicCheckpointIO())
     if cfg.trainer.get("enable_progress_bar", True) and not sys.stdout.isatty():
         # a log file, not a terminal: plain lines instead of one redrawn bar per refresh
         kwargs["enable_progress_bar"] = False
         callbacks.append(ProgressLog(every=int(cfg.trainer.get("log_every_n_steps", 50))))
-    return hydra.utils.instantiate(cfg.trainer, **kwargs, _convert_="all")
+    trainer = hydra.utils.instantiate(cfg.trainer, **kwargs, _convert_="all")
+    accumulate = accumulation(cfg, trainer.world_size)
+    # Trainer attributes read when fit starts: set once the process count is known
+    trainer.accumulate_grad_batches = accumulate
+    if "val_check_interval" in kwargs:
+        trainer.val_check_interval = int(cfg.eval_every) * accumulate
+    return trainer
 
 
 def save_resolved(cfg: DictConfig, output_dir: str) -> Path:
-    """Write the fully resolved config next to the run's outputs."""
+    """Write the fully resolved config (and the command line's overrides) next to the run's outputs."""
+    from hydra.core.hydra_config import HydraConfig
+
     path = Path(output_dir) / "config_resolved.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with atomic_write(path, "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    if HydraConfig.initialized():
+        with atomic_write(path.with_name("overrides.yaml"), "w") as f:
+            f.write(OmegaConf.to_yaml(OmegaConf.create(list(HydraConfig.get().overrides.task))))
     return path
 
 
@@ -139,11 +188,15 @@ def resolve_ckpt_path(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """The checkpoint ``ckpt_path`` names, checked before Lightning touches it.
 
     ``last`` must find ``last.ckpt`` in this run's checkpoint folder; a path must be a local
-    zegclip training checkpoint (read ``weights_only``: no code from the file runs).
+    zegclip training checkpoint (read ``weights_only``: no code from the file runs). Both
+    are read in full here, so a truncated or empty file is one error line, not a traceback.
+    A requeued SLURM job (run name ``slurm-<job>``, no ``ckpt_path``) resumes its own
+    ``last.ckpt`` when there is one.
     """
-    from zegclip.model.build import CheckpointError, torch_load
-
     spec = cfg.get("ckpt_path")
+    if not spec and requeued_run(cfg, trainer) is not None:
+        spec = "last"
+        rank_zero_info(f"SLURM job {slurm_job_id()}: resuming its run {cfg.run_name} from last.ckpt")
     if not spec:
         return None
     spec = str(spec)
@@ -156,16 +209,31 @@ def resolve_ckpt_path(cfg: DictConfig, trainer: L.Trainer) -> str | None:
                 f"ckpt_path=last: no last.ckpt in {where}; pass the run_name of the run to resume "
                 "(run_name=... as printed by that run) or a checkpoint path"
             )
-        return str(found[0])
+        spec = str(found[0])
     if "://" in spec:
         raise ConfigError(f"ckpt_path={spec}: only local files can be resumed from; download it first")
-    payload = torch_load(spec, mmap=True)
+    return spec
+
+
+def read_training_checkpoint(path: str) -> dict[str, Any]:
+    """A zegclip training checkpoint's contents (tensors memory-mapped), or one error naming the file."""
+    from zegclip.model.build import CheckpointError, torch_load
+
+    payload = torch_load(path, mmap=True)
     if "pytorch-lightning_version" not in payload or "model" not in payload.get("hyper_parameters", {}):
         raise CheckpointError(
-            f"{spec}: not a zegclip training checkpoint, so training cannot resume from it; "
+            f"{path}: not a zegclip training checkpoint, so training cannot resume from it; "
             "to start a run from a ZegCLIP.save file or an authors' .pth, use module.init_from=PATH"
         )
-    return spec
+    return payload
+
+
+def requeued_run(cfg: DictConfig, trainer: L.Trainer) -> Path | None:
+    """This SLURM job's own ``last.ckpt`` when the job runs again after a requeue, else None."""
+    if not on_slurm() or str(cfg.get("run_name")) != default_run_name() or trainer.checkpoint_callback is None:
+        return None
+    last = Path(trainer.checkpoint_callback.dirpath or "") / "last.ckpt"
+    return last if last.is_file() else None
 
 
 def run_cli(fn, cfg: DictConfig) -> None:

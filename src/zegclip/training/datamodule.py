@@ -90,8 +90,10 @@ class SegDataModule(L.LightningDataModule):
         ignore_index: folder only: the label value of unlabelled pixels (default 255).
 
     Training is an endless stream (`TrainStream`): the order and augmentation of every
-    sample are a function of ``seed`` and its position alone, so results do not depend
-    on the number of workers and a resumed run continues exactly where it stopped
+    sample are a function of ``seed`` and its global position alone, each process taking
+    its contiguous part of every global batch, so every optimizer step sees the same
+    images whatever the number of processes, accumulation steps or workers, and a resumed
+    run continues exactly where it stopped
     (the stream starts after the samples already consumed, ``global_step`` x
     ``accumulate_grad_batches`` x ``batch_size`` per process). Validation and test are
     sharded over processes without padding (`ShardSampler`), so every image is counted
@@ -234,6 +236,11 @@ class SegDataModule(L.LightningDataModule):
             self.val_set = build_dataset(
                 self.dataset, self.root, self.val_split, eval_transform(self.eval_short_side), info=self.info
             )
+            if len(self.val_set) == 0:  # training would validate nothing, so choose and save no best checkpoint
+                raise DatasetError(
+                    f"{split_file(self.dataset, self.root, self.val_split)}: the validation split "
+                    f"({self.val_split}) lists no images; training validates every eval_every steps and at the end"
+                )
         if stage in ("test", None) and self.test_set is None:
             self.test_set = build_dataset(
                 self.dataset, self.root, self.test_split, eval_transform(self.eval_short_side), info=self.info
@@ -266,7 +273,15 @@ class SegDataModule(L.LightningDataModule):
         if self.train_set is None:
             raise RuntimeError("call setup('fit') before asking for its dataloader")
         rank, world = self._rank_world()
-        stream = TrainStream(len(self.train_set), seed=self.seed, rank=rank, world=world, start=self.consumed_samples())
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        stream = TrainStream(
+            len(self.train_set),
+            seed=self.seed,
+            rank=rank,
+            world=world,
+            per_process=self.batch_size * accumulate,  # this process's part of each global batch
+            start=self.consumed_samples(),
+        )
         pipeline = self.train_set.transform
         keyed = SampleSeeded(self.train_set, lambda seed: seed_pipeline(pipeline, seed))
         return self._loader(keyed, "fit", stream, self.batch_size)

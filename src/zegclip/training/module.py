@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -55,6 +56,17 @@ class ZegCLIPModule(L.LightningModule):
             scores at the image's size); bounds memory for 459- and 847-class vocabularies.
         network: an already built ZegCLIP (e.g. loaded by ``zegclip.eval``) used instead of
             building one from ``model``, which must then be its ``config``; not a hyperparameter.
+        seed: the run's seed; the dropout masks of each micro-batch are drawn from a generator
+            seeded by (seed, the micro-batch's place in the global batch stream), so they do not
+            depend on how many processes train, and a resumed run draws what it would have.
+        max_skipped_steps: under ``16-mixed``, stop after this many optimizer steps in a row
+            skipped by the loss scaler (gradients that stay inf/NaN whatever the scale).
+
+    Loss normalisation: each micro-batch's loss is divided by its image count, and once per
+    optimizer step the gradients are rescaled so the divisor is the number of (image, present
+    class) pairs of the whole global batch averaged over its micro-batches, exactly as one
+    process with the global batch, or the paper's 4 GPUs x 4 images, would compute it
+    (docs/method.md, the loss).
     """
 
     def __init__(
@@ -81,6 +93,8 @@ class ZegCLIPModule(L.LightningModule):
         dataset_root: str | None = None,
         unseen: list[str] | None = None,
         ignore_index: int | None = None,
+        seed: int = 0,
+        max_skipped_steps: int = 25,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
@@ -111,6 +125,10 @@ class ZegCLIPModule(L.LightningModule):
         self.val_metrics = SegMetrics(info.num_classes, seen, unseen, ignore_index=info.ignore_index)
         self.test_metrics = SegMetrics(info.num_classes, seen, unseen, ignore_index=info.ignore_index)
         self.strict_loading = not trainable_only_checkpoints
+        self._window_masks: torch.Tensor | None = None  # (image, class) pairs of this accumulation window
+        self._skipped_in_a_row = 0
+        self._last_scale: float | None = None
+        self.run_config: dict[str, Any] | None = None  # the resolved run config, saved in checkpoints
 
     # --- vocabulary -----------------------------------------------------------------------
     def class_embeddings(self, train: bool) -> torch.Tensor:
@@ -122,21 +140,62 @@ class ZegCLIPModule(L.LightningModule):
         return self.model.encode_text([names[0] for names in vocabulary], self.hparams.templates)
 
     # --- training -------------------------------------------------------------------------
+    def micro_batches_per_step(self) -> int:
+        """Micro-batches in one optimizer step over all processes (world size x accumulation)."""
+        return self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def micro_batch_index(self, batch_idx: int) -> int:
+        """This micro-batch's place in the run's stream of micro-batches, the same for any layout:
+        optimizer step, then this process's block, then the micro-batch within its window."""
+        accumulate = self.trainer.accumulate_grad_batches
+        return (
+            self.global_step * self.micro_batches_per_step()
+            + self.trainer.global_rank * accumulate
+            + batch_idx % accumulate
+        )
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]  # B x 3 x H x W, B x H x W
+        seed = np.random.SeedSequence([int(self.hparams.get("seed", 0)), self.micro_batch_index(batch_idx)])
+        torch.manual_seed(int(seed.generate_state(1)[0]))  # dropout masks: a function of the stream position
         out = self.model(images, self.class_embeddings(train=True))
         if self.hparams.setting == "transductive":
             labels = pseudo_labels(out.logits, labels, self.train_unseen)
-        losses = self.criterion(out.logits, labels)
+        # divided by the image count; on_before_optimizer_step turns it into / num_masks of the global batch
+        losses = self.criterion(out.logits, labels, num_masks=len(images))
+        masks = losses.pop("masks")
+        self._micro_batch_size = len(images)
+        self._window_masks = masks if self._window_masks is None else self._window_masks + masks
         finite = bool(torch.isfinite(losses["loss"]))
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             where = "" if finite else f" ({losses['loss'].item()})"
             raise NonFiniteError(f"step {self.global_step}: the training loss is not finite{where}; {_NOTHING_SAVED}")
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
+        shown = len(images) / masks.clamp(min=1.0)  # the values of the formula with this micro-batch's num_masks
+        self.log_dict({f"train/{k}": v * shown for k, v in losses.items()}, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return losses["loss"]
 
+    def normalise_gradients(self) -> None:
+        """Divide the step's gradients by num_masks of the global batch (all processes, all micro-batches).
+
+        Each micro-batch's loss was divided by its ``B`` images, Lightning divides by the
+        accumulation and DDP averages over processes, so the gradient holds sum(grad S) / (B M)
+        for M micro-batches; the loss of the method is sum(S) / (M n) with n the mean mask count
+        per micro-batch (at least 1): the factor is B / n.
+        """
+        masks = self._window_masks
+        self._window_masks = None
+        if masks is None:
+            return
+        masks = self.trainer.strategy.reduce(masks.clone(), reduce_op="sum")
+        mean = (masks / self.micro_batches_per_step()).clamp(min=1.0)
+        factor = self._micro_batch_size / mean
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, factor.to(grads[0].dtype))
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.normalise_gradients()
         # fp16 loss scaling skips steps with inf gradients by design; everything else stops
         if self.trainer.precision == "16-mixed":
             return
@@ -150,8 +209,29 @@ class ZegCLIPModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # after an optimizer step (the weights change only then), before any validation or checkpoint
-        if self.global_step != self._step_at_batch_start and not trainable_weights_finite(self):
+        if self.global_step == self._step_at_batch_start:
+            return
+        if not trainable_weights_finite(self):
             raise NonFiniteError(f"step {self.global_step}: a trainable weight is not finite; {_NOTHING_SAVED}")
+        self.watch_loss_scale()
+
+    def watch_loss_scale(self) -> None:
+        """Under ``16-mixed``: log the loss scale; stop after ``max_skipped_steps`` skipped steps in a row."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is None:
+            return
+        scale = float(scaler.get_scale())
+        skipped = self._last_scale is not None and scale < self._last_scale  # the scaler halves on inf gradients
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped else 0
+        self._last_scale = scale
+        self.log("train/loss_scale", scale)
+        limit = int(self.hparams.get("max_skipped_steps", 25))
+        if self._skipped_in_a_row >= limit:
+            raise NonFiniteError(
+                f"step {self.global_step}: the fp16 loss scaler skipped {self._skipped_in_a_row} steps in a row "
+                f"(scale now {scale:g}): the gradients stay non-finite; try trainer.precision=bf16-mixed; "
+                + _NOTHING_SAVED
+            )
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, **(self.hparams.optimizer or {}))
@@ -204,20 +284,12 @@ class ZegCLIPModule(L.LightningModule):
 
     # --- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # RNG states, so a resumed run draws the same dropout masks as an uninterrupted one
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        # no RNG state: each micro-batch seeds its own dropout from its stream position, on every rank
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
         if self.hparams.trainable_only_checkpoints:
             keep = {"model." + k for k in self.model.trainable_state_dict()}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states", {})
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
 
     def train(self, mode: bool = True) -> ZegCLIPModule:
         super().train(mode)

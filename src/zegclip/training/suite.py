@@ -9,14 +9,19 @@ open-vocabulary papers (SAN, CAT-Seg, ODISE): A-847, PC-459, A-150, PC-59, PAS-2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import hydra
 
+from zegclip.atomic import atomic_write
 from zegclip.errors import ZegCLIPError, run_command
 from zegclip.model import load_model
 from zegclip.training.config import compose_config
@@ -78,15 +83,51 @@ def write_table(results: dict[str, float], output: Path, checkpoint: str) -> tup
     return md_path, csv_path
 
 
+RESULTS_FILE = "suite.json"
+"""Kept in ``--output`` after each benchmark: a rerun there evaluates only the missing ones."""
+
+
+def _earlier_results(output: Path, checkpoint: str) -> dict[str, float]:
+    path = output / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(saved.get("results", {})) if saved.get("checkpoint") == checkpoint else {}
+
+
+def _keep_results(output: Path, checkpoint: str, results: dict[str, float]) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output / RESULTS_FILE, "w") as f:
+        json.dump({"checkpoint": checkpoint, "results": results}, f, indent=2)
+
+
 def run_suite(checkpoint: str, names: Sequence[str], output: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Evaluate ``checkpoint`` on ``names`` (keys of :data:`BENCHMARKS`); returns mIoU per benchmark."""
+    """Evaluate ``checkpoint`` on ``names`` (keys of :data:`BENCHMARKS`); returns mIoU per benchmark.
+
+    Each result is kept in ``output/suite.json`` as soon as it is known, so a suite stopped
+    by SIGTERM or Ctrl-C (exit 143 / 130) keeps what it evaluated, and the same command
+    evaluates only the benchmarks still missing.
+    """
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise SuiteError(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
-    configs = _configs(names, output, overrides, checkpoint)
+    earlier = _earlier_results(output, checkpoint)
+    kept = {n: earlier[n] for n in names if n in earlier}
+    if kept:
+        print(f"kept from an earlier run in {output}: {', '.join(kept)}")
+    todo = [n for n in names if n not in kept]
+    configs = _configs(todo, output, overrides, checkpoint)
     check_data(configs)
-    network = load_model(checkpoint)
-    results = {name: evaluate(cfg, network=network)["val/mIoU"] for name, cfg in configs.items()}
+    results = dict(kept)
+    if todo:
+        network = load_model(checkpoint)
+        for name, cfg in configs.items():
+            results[name] = evaluate(cfg, network=network)["val/mIoU"]
+            _keep_results(output, checkpoint, {**earlier, **results})
+    results = {n: results[n] for n in names}
     md_path, csv_path = write_table(results, output, checkpoint)
     print(md_path.read_text(), end="")
     print(f"wrote {md_path} and {csv_path}; per-benchmark outputs in {output}/<experiment>/")
@@ -108,7 +149,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = args.output or Path("outputs") / "suite" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
-    return run_command(run_suite, args.checkpoint, names, output, args.overrides)
+    with stop_signals() as received:
+        try:
+            return run_command(run_suite, args.checkpoint, names, output, args.overrides)
+        except SystemExit:  # Lightning ends an evaluation stopped by SIGTERM / Ctrl-C with SystemExit
+            if not received:
+                raise
+            done = list(_earlier_results(output, args.checkpoint))
+            print(
+                f"interrupted: {signal.Signals(received[-1]).name}; evaluated {', '.join(done) or 'nothing'} "
+                f"(kept in {output / RESULTS_FILE}); the same command with --output {output} evaluates the rest",
+                file=sys.stderr,
+            )
+            return 128 + received[-1]  # 143 after SIGTERM, 130 after Ctrl-C
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Record SIGTERM / SIGINT (in a list this yields) and pass them on to the handlers before.
+
+    Lightning stops an evaluation on either and ends it with ``SystemExit``; the list tells
+    that exit apart from others.
+    """
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def record(signum: int, frame) -> None:
+        received.append(signum)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        elif handler == signal.SIG_DFL:  # SIGTERM with nobody listening: stop here
+            raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    for signum in previous:
+        signal.signal(signum, record)
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""Training does not depend on how many processes run it: 2 DDP processes (gloo) against 1 with accumulation.
+
+Both sides run ``zegclip.train`` in subprocesses with the same global batch (4): one process
+with batch 2 x accumulation 2, and two DDP processes with batch 2 x accumulation 1. Each
+optimizer step must see the same images (recorded per micro-batch), the same losses and
+end with the same trainable weights.
+
+Tolerance. Every process runs one thread, so a micro-batch's forward and backward run the
+same kernels in the same order on both sides; the layouts differ only in how the two halves
+of the step's gradient are added: into ``.grad`` by accumulation, by gloo's all-reduce under
+DDP. Each half is divided by 2 first (exact in binary floating point) and a sum of two terms
+does not depend on their order, so the results may well be identical; we allow 1e-5 relative
+(about 100 fp32 roundings of the weights' magnitude over 20 AdamW steps) so that a library
+that sums in another order still passes, while the 5 % of a changed data stream, dropout
+stream or loss normalisation fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers.train_runs import relative_difference, train_run, trainable
+
+STEPS = 20
+
+
+def ddp(devices: int) -> list[str]:
+    return [f"trainer.devices={devices}", f"trainer.strategy={'ddp' if devices > 1 else 'auto'}"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["inductive", "transductive"])
+def test_two_processes_train_like_one_with_accumulation(tmp_path: Path, setting: str) -> None:
+    extra = [f"trainer.max_steps={STEPS}"]
+    if setting == "transductive":  # from an "inductive model": the demo's tiny architecture, other weights
+        from zegclip.model.build import zegclip_tiny
+
+        torch.manual_seed(1)
+        init = tmp_path / "inductive.pt"
+        zegclip_tiny().save(init)
+        extra += ["setting=transductive", f"module.init_from={init}"]
+    one = train_run(tmp_path, "one", [*extra, *ddp(1), "run_name=one"])
+    assert one.code == 0, one.stderr[-3000:]
+    two = train_run(tmp_path, "two", [*extra, *ddp(2), "run_name=two"])
+    assert two.code == 0, two.stderr[-3000:]
+    assert "global batch 4 = 1 node x 1 device x 2 images x accumulation 2" in one.stderr
+    assert "global batch 4 = 1 node x 2 devices x 2 images x accumulation 1" in two.stderr
+    assert sorted(one.micro) == sorted(two.micro) == list(range(2 * STEPS))  # every micro-batch of every step
+    for micro, seen in one.micro.items():
+        assert seen["ids"] == two.micro[micro]["ids"], micro  # the same images in the same micro-batch
+        assert seen["step"] == two.micro[micro]["step"] == micro // 2
+        assert seen["loss"] == pytest.approx(two.micro[micro]["loss"], rel=1e-5), micro
+    difference = relative_difference(trainable(two.last), trainable(one.last))
+    print(f"{setting}: largest norm-relative difference of a trainable tensor after {STEPS} steps: {difference:.3g}")
+    assert difference <= 1e-5
