@@ -56,14 +56,19 @@ class Run:
         return self.folder / "checkpoints" / "last.ckpt"
 
 
-def start(tmp: Path, overrides: list[str], env: dict[str, str] | None = None, records: str = "records"):
-    """``train_runner.py`` with ``overrides`` in a one-thread process (not waited for)."""
+def start(
+    tmp: Path, overrides: list[str], env: dict[str, str] | None = None, records: str = "records", session: bool = False
+):
+    """``train_runner.py`` with ``overrides`` in a one-thread process (not waited for); ``session``: in a
+    process group of its own, as a command started from a terminal (a Ctrl-C reaches the whole group)."""
     record_dir = tmp / records
     record_dir.mkdir(exist_ok=True)
     cmd = [sys.executable, str(RUNNER), *SMALL, f"paths.root_dir={tmp}", *overrides]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RECORD_DIR": str(record_dir)}
     full_env.update(env or {})
-    return subprocess.Popen(cmd, env=full_env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, env=full_env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=session
+    )
 
 
 def read_records(folder: Path) -> dict[int, dict]:
@@ -72,11 +77,16 @@ def read_records(folder: Path) -> dict[int, dict]:
 
 
 def train_run(
-    tmp: Path, run_name: str, overrides: list[str], env: dict[str, str] | None = None, records: str | None = None
+    tmp: Path,
+    run_name: str,
+    overrides: list[str],
+    env: dict[str, str] | None = None,
+    records: str | None = None,
+    session: bool = False,
 ) -> Run:
     """Train to the end (or a stop) in one-thread processes; outputs under ``tmp/outputs/train/<run_name>``."""
     records = records or f"records_{run_name}"
-    proc = start(tmp, overrides, env, records)
+    proc = start(tmp, overrides, env, records, session)
     _, stderr = proc.communicate(timeout=600)
     return Run(proc.returncode, read_records(tmp / records), tmp / "outputs" / "train" / run_name, stderr)
 

@@ -44,7 +44,16 @@ def test_two_processes_train_like_one_with_accumulation(tmp_path: Path, setting:
         extra += ["setting=transductive", f"module.init_from={init}"]
     one = train_run(tmp_path, "one", [*extra, *ddp(1), "run_name=one"])
     assert one.code == 0, one.stderr[-3000:]
-    two = train_run(tmp_path, "two", [*extra, *ddp(2), "run_name=two"])
+    if setting == "inductive":  # pre-empted: SIGTERM to rank 0 alone after micro-batch 13, then resumed
+        two_args = [*extra, *ddp(2), "run_name=two"]
+        stopped = train_run(tmp_path, "two", two_args, env={"SIGNAL_AT": "SIGTERM:0:12"})
+        assert stopped.code == 143, stopped.stderr[-3000:]
+        assert "stopped at step 7 on SIGTERM" in stopped.stderr  # both ranks, at the same step boundary
+        two = train_run(tmp_path, "two", [*two_args, "ckpt_path=last"], records="resumed")
+        assert min(two.micro) == 14  # resumed where the stop left off
+        two.micro = {**stopped.micro, **two.micro}
+    else:
+        two = train_run(tmp_path, "two", [*extra, *ddp(2), "run_name=two"])
     assert two.code == 0, two.stderr[-3000:]
     assert "global batch 4 = 1 node x 1 device x 2 images x accumulation 2" in one.stderr
     assert "global batch 4 = 1 node x 2 devices x 2 images x accumulation 1" in two.stderr
@@ -56,3 +65,23 @@ def test_two_processes_train_like_one_with_accumulation(tmp_path: Path, setting:
     difference = relative_difference(trainable(two.last), trainable(one.last))
     print(f"{setting}: largest norm-relative difference of a trainable tensor after {STEPS} steps: {difference:.3g}")
     assert difference <= 1e-5
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_ddp_stops_every_rank_at_one_step_boundary(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches every process of the group: one stop, one save, exit 130."""
+    run = train_run(
+        tmp_path, "c", ["trainer.max_steps=8", *ddp(2), "run_name=c"], {"SIGNAL_AT": "SIGINT:0:4:group"}, session=True
+    )
+    assert run.code == 130, run.stderr[-3000:]
+    assert "stopped at step 3 on SIGINT" in run.stderr and "Traceback" not in run.stderr
+    assert torch.load(run.last, weights_only=True, mmap=True)["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_one_failing_rank_ends_the_job_and_leaves_the_checkpoints(tmp_path: Path) -> None:
+    """A failure on one rank (out of memory on one GPU): no save out of step, no hang."""
+    args = ["trainer.max_steps=8", "eval_every=2", *ddp(2), "run_name=f"]
+    run = train_run(tmp_path, "f", args, {"FAIL_AT": "1:3"})
+    assert run.code != 0 and "injected failure on rank 1 at step 3" in run.stderr
+    assert torch.load(run.last, weights_only=True, mmap=True)["global_step"] == 2  # the last validation's

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from zegclip.errors import ZegCLIPError
 from zegclip.model.zegclip import PIXEL_MEAN, PIXEL_STD
 from zegclip.training.checkpoint_io import CheckpointWriteError
-from zegclip.training.cluster import requeue_job, requeue_signal
+from zegclip.training.cluster import requeue_job, requeue_signals
 
 
 class LogValidationImages(L.Callback):
@@ -207,8 +207,7 @@ class CheckpointOnInterrupt(L.Callback):
 
     @staticmethod
     def signals() -> tuple[int, ...]:
-        requeue = requeue_signal()
-        return (signal.SIGTERM, signal.SIGINT) + ((requeue,) if requeue is not None else ())
+        return (signal.SIGTERM, signal.SIGINT, *requeue_signals())
 
     # --- signals --------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -250,7 +249,7 @@ class CheckpointOnInterrupt(L.Callback):
             trainer.should_stop = True  # the last step is validated (and so checkpointed) like any eval_every step
         strategy = trainer.strategy
         if strategy.reduce_boolean_decision(bool(self.requested), all=False):  # any process signalled
-            requeue = self.requested is not None and self.signum == requeue_signal()
+            requeue = self.requested is not None and self.signum in requeue_signals()
             self.requeue = strategy.reduce_boolean_decision(requeue, all=False)
             # Lightning's own stop: it raises once this batch (and any validation due) is done,
             # and on_exception writes last.ckpt from that completed state

@@ -1,7 +1,7 @@
 """Clusters: SLURM's job identity and requeue, and the run name every process agrees on.
 
 Under SLURM (Lightning's ``SLURMEnvironment`` detects ``srun``), zegclip handles the requeue
-signal itself (``#SBATCH --signal=USR1@90``): the run stops at the next optimizer-step
+signal itself (``#SBATCH --signal=USR1@90``, or SIGUSR2 from submitit): the run stops at the next optimizer-step
 boundary, writes ``last.ckpt``, asks ``scontrol requeue <job>`` and exits; the requeued job
 runs the same command, and its run name, derived from the job id, leads it to its own run
 folder, which it resumes. Lightning's own requeue (a checkpoint written mid-accumulation
@@ -55,11 +55,12 @@ def cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if on_slurm() else []
 
 
-def requeue_signal() -> int | None:
-    """The signal SLURM sends before the time limit (SIGUSR1, as ``--signal=USR1@90``); None off SLURM."""
+def requeue_signals() -> tuple[int, ...]:
+    """The signals SLURM sends before the time limit: SIGUSR1 (``#SBATCH --signal=USR1@90``) and
+    SIGUSR2 (what submitit asks for, ``signal_delay_s``); none off SLURM."""
     if not on_slurm() or not hasattr(signal, "SIGUSR1"):
-        return None
-    return int(signal.SIGUSR1)
+        return ()
+    return (int(signal.SIGUSR1), int(signal.SIGUSR2))
 
 
 def requeue_job() -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
@@ -149,6 +150,12 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
         kwargs.pop("val_check_interval")
     kwargs.setdefault("plugins", []).extend(cluster_plugins())
     kwargs["plugins"].append(AtomicCheckpointIO())
+    if _fp16_on_cpu(cfg):
+        # Lightning swaps 16-mixed for bf16-mixed on CPU; asked for explicitly, fp16 with its loss scaler runs
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        kwargs["plugins"].append(MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu")))
+        kwargs["precision"] = None
     if cfg.trainer.get("enable_progress_bar", True) and not sys.stdout.isatty():
         # a log file, not a terminal: plain lines instead of one redrawn bar per refresh
         kwargs["enable_progress_bar"] = False
@@ -160,6 +167,12 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     if "val_check_interval" in kwargs:
         trainer.val_check_interval = int(cfg.eval_every) * accumulate
     return trainer
+
+
+def _fp16_on_cpu(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    return str(cfg.trainer.get("precision")) == "16-mixed" and on_cpu
 
 
 def save_resolved(cfg: DictConfig, output_dir: str) -> Path:
