@@ -17,12 +17,16 @@ stream or loss normalisation fails.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers.train_runs import relative_difference, train_run, trainable
+from tests.helpers.train_runs import SMALL, relative_difference, train_run, trainable
 
 STEPS = 20
 
@@ -85,3 +89,17 @@ def test_one_failing_rank_ends_the_job_and_leaves_the_checkpoints(tmp_path: Path
     run = train_run(tmp_path, "f", args, {"FAIL_AT": "1:3"})
     assert run.code != 0 and "injected failure on rank 1 at step 3" in run.stderr
     assert torch.load(run.last, weights_only=True, mmap=True)["global_step"] == 2  # the last validation's
+
+
+@pytest.mark.slow
+def test_the_zegclip_command_launches_ddp(tmp_path: Path) -> None:
+    """``zegclip train ... trainer.devices=2 trainer.strategy=ddp``: the console script, as documented."""
+    zegclip = shutil.which("zegclip", path=str(Path(sys.executable).parent))
+    assert zegclip is not None, "the zegclip console script is not installed next to this Python"
+    cmd = [zegclip, "train", *SMALL, "trainer.max_steps=2", *ddp(2), f"paths.root_dir={tmp_path}", "run_name=cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "global batch 4 = 1 node x 2 devices x 2 images x accumulation 1" in done.stderr
+    last = tmp_path / "outputs" / "train" / "cli" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True, mmap=True)["global_step"] == 2
