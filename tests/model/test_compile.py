@@ -60,3 +60,27 @@ def test_unfrozen_compile_follows_weight_changes(make_tiny_model):
     for got, ref, old in zip(after, eager, before, strict=True):
         assert torch.allclose(got, ref, atol=1e-5)
         assert not torch.allclose(got, old, atol=1e-3)  # the change shows: not stale
+
+
+def test_a_move_before_the_first_compiled_call_is_followed(make_tiny_model):
+    """What Lightning does to an evaluation model compiled before ``trainer.validate``: it moves
+    it (new addresses, new device). A dtype round trip reallocates every weight the same way."""
+    images = torch.randn(1, 3, 64, 48)
+    model = make_tiny_model(seed=0)
+    eager = _encode(model, images)
+    model.image_encoder.compile_for_inference(autotune=False)
+    before = [p.data for p in model.parameters()]  # kept alive: the move cannot reuse their memory
+    model.to(torch.float64).to(torch.float32)  # as .to("cuda") does: every weight reallocated
+    assert all(p.data_ptr() != b.data_ptr() for p, b in zip(model.parameters(), before, strict=True))
+    calls = []
+    compiled = model.image_encoder._compiled
+    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
+    for got, ref in zip(_encode(model, images), eager, strict=True):
+        assert torch.allclose(got, ref, atol=1e-5)
+    assert calls == [images.shape]
+
+    # after the first compiled call the weights are frozen into the graph: a move is refused
+    before = [p.data for p in model.parameters()]
+    model.to(torch.float64).to(torch.float32)
+    with pytest.raises(RuntimeError, match="changed after its first compiled call"):
+        _encode(model, images)

@@ -402,7 +402,8 @@ class PromptedVisionEncoder(nn.Module):
         self.frozen_casts = FrozenCasts()
         self.cpu_attention_backward = "flash"
         self._compiled: Any = None  # compile_for_inference()
-        self._compiled_weights: tuple = ()
+        self._freeze = True
+        self._compiled_weights: tuple | None = None  # the weights frozen in, taken at the first compiled call
         self._autotune = True
 
     def cast_frozen_matmuls(self, dtype: torch.dtype) -> None:
@@ -442,17 +443,20 @@ class PromptedVisionEncoder(nn.Module):
         with ``autotune``, picks the fastest of its GEMM kernels; the bf16 forward gets
         about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Each new input
         shape compiles once (about 30 s on 2 CPU cores with autotuning, then cached on disk).
-        Calls with gradients (training) keep running eagerly. Compile after loading or
-        casting the weights: a compiled forward refuses to run once they change.
-        ``freeze=False`` keeps the weights as inputs of the graph instead (no prepacking,
-        so slower than frozen), which then follows every change of them: for validation
-        during training, whose prompts and decoder change at every step. Each
-        call of this method drops every graph ``torch.compile`` holds in the process
-        (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
+        Calls with gradients (training) keep running eagerly. Nothing is compiled until the
+        first call, and the weights frozen in are the ones of that call: a device or dtype
+        move between this method and the first call (Lightning moves the model to the GPU
+        after the module is built) is followed; a change after it is refused, not silently
+        stale. ``freeze=False`` keeps the weights as inputs of the graph instead (no
+        prepacking, so slower than frozen, and never autotuned), which then follows every
+        change of them: for validation during training, whose prompts and decoder change at
+        every step. Each call of this method drops every graph ``torch.compile`` holds in the
+        process (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
         """
         torch._dynamo.reset()
         self._compiled = torch.compile(self._forward, dynamic=False)
-        self._compiled_weights = self._weights_key() if freeze else None  # None: not frozen, never stale
+        self._freeze = freeze
+        self._compiled_weights = None
         self._autotune = autotune
 
     def train(self, mode: bool = True) -> PromptedVisionEncoder:
@@ -482,11 +486,15 @@ class PromptedVisionEncoder(nn.Module):
             )
         if self._compiled is None or torch.is_grad_enabled():
             return self._forward(images)
-        if self._compiled_weights is not None and self._weights_key() != self._compiled_weights:
-            raise RuntimeError(
-                "the image encoder's weights changed after compile_for_inference(), which froze "
-                "the old ones into the compiled graph; call compile_for_inference() again"
-            )
+        if self._freeze:
+            weights = self._weights_key()  # address, version, dtype and device of every weight
+            if self._compiled_weights is None:  # the first compiled call freezes these
+                self._compiled_weights = weights
+            elif weights != self._compiled_weights:
+                raise RuntimeError(
+                    "the image encoder's weights changed after its first compiled call, which froze "
+                    "the old ones into the compiled graph; call compile_for_inference() again"
+                )
         from torch._inductor import config as inductor_config
 
         # freezing and autotuning are read from the global config (torch.compile's options= does not apply them)
@@ -503,7 +511,7 @@ class PromptedVisionEncoder(nn.Module):
         )
         # quieting keys that older torch releases lack are left out rather than failing the patch
         autotune = {k: v for k, v in autotune.items() if hasattr(inductor_config, k)}
-        with inductor_config.patch(freezing=self._compiled_weights is not None, **autotune):
+        with inductor_config.patch(freezing=self._freeze, **autotune):
             return self._compiled(images)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

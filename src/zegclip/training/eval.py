@@ -54,7 +54,9 @@ def fast_inference(network: ZegCLIP, cfg: DictConfig) -> str:
     are stored once in that dtype instead of being cast at every call (an evaluation writes no
     checkpoint, so nothing keeps the rounded weights), and with ``compile=true`` the image
     encoder is compiled with its weights frozen into the graph. Both happen once per run, after
-    the weights are loaded. Returns the precision used, for the log.
+    the weights are loaded and before Lightning moves the model to its device: the graph is built,
+    and the weights frozen into it taken, at the first evaluation batch, on that device.
+    Returns the precision used, for the log.
     """
     dtype = REDUCED_PRECISIONS.get(str(cfg.trainer.get("precision")))
     if dtype is None:
