@@ -23,6 +23,7 @@ from torch import nn
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model.attention import CPU_BACKWARDS, attention
+from zegclip.model.cached import reusable
 from zegclip.model.prompts import DeepPrompts
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -237,7 +238,8 @@ class FrozenCasts:
     and, in training, keeps each cast copy for the backward. Training and validation under
     bf16-mixed/16-mixed keep the fp32 weights (checkpoints store them unrounded) and take
     the cast copies from here: the same rounding as autocast's, done once. A weight that
-    changes (load_state_dict, a move) is cast again.
+    changes (load_state_dict, a move) is cast again, and so is a copy made under
+    ``torch.inference_mode`` when a forward outside it needs one (`cached.reusable`).
     """
 
     def __init__(self) -> None:
@@ -255,7 +257,7 @@ class FrozenCasts:
             return t
         key = (weakref.ref(t), t.data_ptr(), t._version, t.device, dtype)  # the same tensor, unchanged
         cached = self._cache.get(id(t))
-        if cached is None or cached[0][0]() is not t or cached[0][1:] != key[1:]:
+        if cached is None or cached[0][0]() is not t or cached[0][1:] != key[1:] or not reusable(cached[1]):
             with torch.no_grad():
                 cached = self._cache[id(t)] = (key, t.to(dtype))
         return cached[1]
@@ -269,7 +271,8 @@ class FoldedQuickGELU:
     instead of three, forward and backward. Used where the matmuls run in bf16/fp16, with
     the folded copies kept in that dtype only (in fp32 the MLP runs as it is: a second fp32
     copy of its weights would cost 0.22 GiB for ViT-B/16). The copies are rebuilt whenever
-    the CLIP weights change (load_state_dict, dtype or device moves) or the dtype does.
+    the CLIP weights change (load_state_dict, dtype or device moves) or the dtype does, and
+    when copies made under ``torch.inference_mode`` meet a forward outside it (`cached.reusable`).
     """
 
     def __init__(self) -> None:
@@ -296,7 +299,7 @@ class FoldedQuickGELU:
         dtype = matmul_dtype(x, fc.weight)
         key = (*((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight)), dtype)
         cached = self._cache.get(id(mlp))
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != key or not reusable(cached[1][0]):
             self._cache.pop(id(mlp), None)  # the old copies go before the new ones are made
             with torch.no_grad():
                 folded = (fc.weight * QUICK_GELU_SCALE, fc.bias * QUICK_GELU_SCALE, proj.weight / QUICK_GELU_SCALE)
