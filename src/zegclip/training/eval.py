@@ -17,11 +17,13 @@ from omegaconf import DictConfig
 from zegclip.model import ZegCLIP, load_model
 from zegclip.training.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
 from zegclip.training.loggers import finish_loggers
+from zegclip.training.precision import apply_precision
 
 
 def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float]:
     """Metrics of ``cfg.checkpoint`` (or of an already loaded ``network``) on ``cfg.split``."""
     validate_config(cfg)
+    apply_precision(cfg)
     L.seed_everything(cfg.seed, workers=True)
     save_resolved(cfg, cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")

@@ -27,11 +27,13 @@ from zegclip.training.config import (
 from zegclip.training.eval import REDUCED_PRECISIONS
 from zegclip.training.loggers import finish_loggers
 from zegclip.training.module import ZegCLIPModule
+from zegclip.training.precision import apply_precision
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) as the config says; returns the last logged metrics."""
     validate_config(cfg)
+    apply_precision(cfg)
     L.seed_everything(cfg.seed, workers=True)
     save_resolved(cfg, cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
