@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -23,6 +25,14 @@ def test_compiled_encoder_matches_eager_and_guards_weights(make_tiny_model):
     for got, ref in zip(_encode(model, images), eager, strict=True):
         assert torch.allclose(got, ref, atol=1e-5)
     assert calls == [images.shape]
+    # another batch size runs the same graph (the batch is dynamic), with the same maths
+    more = torch.randn(3, 3, 64, 48)
+    model.image_encoder._compiled = None
+    eager_more = _encode(model, more)
+    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
+    for got, ref in zip(_encode(model, more), eager_more, strict=True):
+        assert torch.allclose(got, ref, atol=1e-5)
+    del calls[1:]
 
     # with gradients (training) the eager forward runs
     model.image_encoder(images)
@@ -84,3 +94,58 @@ def test_a_move_before_the_first_compiled_call_is_followed(make_tiny_model):
     model.to(torch.float64).to(torch.float32)
     with pytest.raises(RuntimeError, match="changed after its first compiled call"):
         _encode(model, images)
+
+
+class CountingBackend:
+    """A ``torch.compile`` backend that runs each graph as traced: counts graphs and their runs,
+    and records whether inductor was asked to autotune when each was compiled."""
+
+    def __init__(self) -> None:
+        self.graphs, self.runs, self.autotune = 0, 0, []
+
+    def __call__(self, graph: torch.fx.GraphModule, example_inputs):
+        from torch._inductor import config
+
+        self.graphs += 1
+        self.autotune.append(config.max_autotune)
+
+        def run(*args):
+            self.runs += 1
+            return graph.forward(*args)
+
+        return run
+
+
+@pytest.fixture
+def counting(monkeypatch) -> CountingBackend:
+    backend = CountingBackend()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
+    return backend
+
+
+def test_sliding_window_chunks_of_any_size_share_one_graph(make_tiny_model, counting):
+    """1 to window_batch windows per chunk (the last chunk of each image) compile at most twice
+    (batch 1 is its own graph), not once per chunk size; every chunk runs compiled."""
+    model = make_tiny_model(seed=0)
+    embeds = model.encode_text(["cat", "dog", "sky"])
+    model.image_encoder.compile_for_inference()
+    widths = [100, 64, 150, 200, 64, 120]  # 2, 1, 3, 4, 1, 3 windows of 64 px, stride 48
+    for width in widths:
+        model.predict(torch.randn(1, 3, 64, width), embeds, crop=64, stride=48, window_batch=4)
+    assert counting.graphs <= 2
+    assert counting.runs == len(widths)  # one chunk per image, none fell back to eager
+    assert counting.autotune == [True] * counting.graphs  # frozen weights: GEMMs autotuned
+
+
+def test_whole_images_of_every_size_share_one_graph(make_tiny_model, counting):
+    """Whole-image evaluation: each image its own size. The first size compiles, the second makes
+    height and width dynamic; no recompile after that, and no eager fallback at torch's limit of 8."""
+    model = make_tiny_model(seed=0)
+    embeds = model.encode_text(["cat", "dog", "sky"])
+    model.image_encoder.compile_for_inference(freeze=False)
+    sizes = [(64, 64 + 16 * i) for i in range(10)] + [(80, 96), (96, 80)]
+    for size in sizes:
+        model.predict(torch.randn(1, 3, *size), embeds, mode="whole")
+    assert counting.graphs <= 2
+    assert counting.runs == len(sizes)
+    assert counting.autotune == [False] * counting.graphs  # weights as graph inputs: never autotuned

@@ -408,6 +408,8 @@ class PromptedVisionEncoder(nn.Module):
         self._freeze = True
         self._compiled_weights: tuple | None = None  # the weights frozen in, taken at the first compiled call
         self._autotune = True
+        self._first_size: tuple[int, int] | None = None
+        self._sizes_vary = False
 
     def cast_frozen_matmuls(self, dtype: torch.dtype) -> None:
         """Store the frozen blocks' matmul weights (attention and MLP) in ``dtype``.
@@ -444,8 +446,9 @@ class PromptedVisionEncoder(nn.Module):
 
         Inductor freezes the weights into the graph (folding and prepacking them) and,
         with ``autotune``, picks the fastest of its GEMM kernels; the bf16 forward gets
-        about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Each new input
-        shape compiles once (about 30 s on 2 CPU cores with autotuning, then cached on disk).
+        about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Compiling takes
+        about 30 s on 2 CPU cores with autotuning (then cached on disk), at most twice for
+        batches and twice for image sizes (`_mark_dynamic`).
         Calls with gradients (training) keep running eagerly. Nothing is compiled until the
         first call, and the weights frozen in are the ones of that call: a device or dtype
         move between this method and the first call (Lightning moves the model to the GPU
@@ -457,10 +460,12 @@ class PromptedVisionEncoder(nn.Module):
         process (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
         """
         torch._dynamo.reset()
-        self._compiled = torch.compile(self._forward, dynamic=False)
+        self._compiled = torch.compile(self._forward, dynamic=None)
         self._freeze = freeze
         self._compiled_weights = None
-        self._autotune = autotune
+        self._first_size: tuple[int, int] | None = None  # image size of the first compiled call
+        self._sizes_vary = False
+        self._autotune = autotune and freeze  # weights as graph inputs: no prepacked GEMMs to tune
 
     def train(self, mode: bool = True) -> PromptedVisionEncoder:
         super().train(mode)
@@ -514,8 +519,25 @@ class PromptedVisionEncoder(nn.Module):
         )
         # quieting keys that older torch releases lack are left out rather than failing the patch
         autotune = {k: v for k, v in autotune.items() if hasattr(inductor_config, k)}
+        self._mark_dynamic(images)
         with inductor_config.patch(freezing=self._freeze, **autotune):
             return self._compiled(images)
+
+    def _mark_dynamic(self, images: torch.Tensor) -> None:
+        """Sizes the compiled graph takes as symbols, so that it compiles at most twice per kind of input.
+
+        The batch from the start: sliding windows come ``window_batch`` at a time and the last
+        chunk of each image has fewer, so 1..window_batch windows share one graph (batch 1 gets
+        its own). Height and width once the image size has changed (whole-image evaluation):
+        every later size then shares one graph, where torch's own rule would recompile for the
+        first change of each and a static graph for every size would fall back to eager after 8.
+        """
+        size = tuple(images.shape[-2:])
+        if self._first_size is None:
+            self._first_size = size
+        self._sizes_vary = self._sizes_vary or size != self._first_size
+        for dim in (0, 2, 3) if self._sizes_vary else (0,):
+            torch._dynamo.maybe_mark_dynamic(images, dim)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, (h, w) = self.embed(images)
