@@ -13,25 +13,40 @@ def _encode(model, images):
         return model.image_encoder(images)
 
 
+def _eager(model, images):
+    """The eager outputs of a compiled encoder: its graph set aside for one call."""
+    encoder = model.image_encoder
+    compiled, encoder._compiled = encoder._compiled, None
+    try:
+        return _encode(model, images)
+    finally:
+        encoder._compiled = compiled
+
+
+def _spy(model) -> list:
+    """The input shapes of the calls that run the compiled graph, as they come."""
+    calls, compiled = [], model.image_encoder._compiled
+    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
+    return calls
+
+
+def _assert_close(got, expected):
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_compiled_encoder_matches_eager_and_guards_weights(make_tiny_model):
     images = torch.randn(2, 3, 64, 48)
     model, other = make_tiny_model(seed=0), make_tiny_model(seed=1)
     eager, eager_other = _encode(model, images), _encode(other, images)
 
     model.image_encoder.compile_for_inference(autotune=False)  # autotuning: slow to compile, same maths
-    calls = []
-    compiled = model.image_encoder._compiled
-    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
-    for got, ref in zip(_encode(model, images), eager, strict=True):
-        assert torch.allclose(got, ref, atol=1e-5)
+    calls = _spy(model)
+    _assert_close(_encode(model, images), eager)
     assert calls == [images.shape]
     # another batch size runs the same graph (the batch is dynamic), with the same maths
     more = torch.randn(3, 3, 64, 48)
-    model.image_encoder._compiled = None
-    eager_more = _encode(model, more)
-    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
-    for got, ref in zip(_encode(model, more), eager_more, strict=True):
-        assert torch.allclose(got, ref, atol=1e-5)
+    _assert_close(_encode(model, more), _eager(model, more))
     del calls[1:]
 
     # with gradients (training) the eager forward runs
@@ -40,8 +55,7 @@ def test_compiled_encoder_matches_eager_and_guards_weights(make_tiny_model):
 
     # a second model compiled in the same process keeps its own (frozen) weights
     other.image_encoder.compile_for_inference(autotune=False)
-    for got, ref in zip(_encode(other, images), eager_other, strict=True):
-        assert torch.allclose(got, ref, atol=1e-5)
+    _assert_close(_encode(other, images), eager_other)
 
     # weights changed after compiling: refused, not silently stale
     with torch.no_grad():
@@ -55,20 +69,15 @@ def test_unfrozen_compile_follows_weight_changes(make_tiny_model):
     images = torch.randn(1, 3, 64, 48)
     model = make_tiny_model(seed=0)
     model.image_encoder.compile_for_inference(autotune=False, freeze=False)
-    calls = []
-    compiled = model.image_encoder._compiled
-    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
+    calls = _spy(model)
     before = _encode(model, images)
     with torch.no_grad():  # what an optimizer step does to the trainable weights, in place
         model.image_encoder.prompts.prompt_embeddings.add_(1.0)
         model.image_encoder.prompt_norm.weight.mul_(2.0)
-    model.image_encoder._compiled = None
-    eager = _encode(model, images)
-    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
     after = _encode(model, images)
     assert calls == [images.shape, images.shape]  # both through the compiled graph
-    for got, ref, old in zip(after, eager, before, strict=True):
-        assert torch.allclose(got, ref, atol=1e-5)
+    _assert_close(after, _eager(model, images))
+    for got, old in zip(after, before, strict=True):
         assert not torch.allclose(got, old, atol=1e-3)  # the change shows: not stale
 
 
@@ -82,11 +91,8 @@ def test_a_move_before_the_first_compiled_call_is_followed(make_tiny_model):
     before = [p.data for p in model.parameters()]  # kept alive: the move cannot reuse their memory
     model.to(torch.float64).to(torch.float32)  # as .to("cuda") does: every weight reallocated
     assert all(p.data_ptr() != b.data_ptr() for p, b in zip(model.parameters(), before, strict=True))
-    calls = []
-    compiled = model.image_encoder._compiled
-    model.image_encoder._compiled = lambda x: calls.append(x.shape) or compiled(x)
-    for got, ref in zip(_encode(model, images), eager, strict=True):
-        assert torch.allclose(got, ref, atol=1e-5)
+    calls = _spy(model)
+    _assert_close(_encode(model, images), eager)
     assert calls == [images.shape]
 
     # after the first compiled call the weights are frozen into the graph: a move is refused
