@@ -9,8 +9,7 @@ def reusable(cached: torch.Tensor) -> bool:
     """Whether a tensor cached by an earlier call may be used by this one.
 
     One made under ``torch.inference_mode`` (Lightning's ``trainer.validate`` and ``trainer.test``,
-    ``zegclip.segment`` callers who use it) is an inference tensor: autograd refuses to save it
-    for backward, so a training forward after such a call must make its copy again. Normal
-    tensors serve every mode.
+    or a caller's own) is an inference tensor: autograd refuses to save it for backward, so a
+    training forward after such a call must make its copy again. Normal tensors serve every mode.
     """
     return not cached.is_inference() or torch.is_inference_mode_enabled()

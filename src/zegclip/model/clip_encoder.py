@@ -463,7 +463,7 @@ class PromptedVisionEncoder(nn.Module):
         self._compiled = torch.compile(self._forward, dynamic=None)
         self._freeze = freeze
         self._compiled_weights = None
-        self._first_size: tuple[int, int] | None = None  # image size of the first compiled call
+        self._first_size = None  # image size of the first compiled call (`_mark_dynamic`)
         self._sizes_vary = False
         self._autotune = autotune and freeze  # weights as graph inputs: no prepacked GEMMs to tune
 
