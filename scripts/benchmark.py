@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from zegclip import build_zegclip
-from zegclip.efficiency import _EXTRA_FORMULAS
+from zegclip.efficiency import _EXTRA_FORMULAS, _synchronize
 from zegclip.model import ZegCLIPCriterion, clip_encoder
 
 LOGIT_SPREAD = 300.0
@@ -92,12 +92,16 @@ def cpu_info() -> dict:
     }
 
 
-def best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int, device: str) -> float:
+    """Best wall time of ``fn`` after a warm-up; on a GPU the queued work is waited for (CUDA runs
+    asynchronously: without waiting the clock would time the kernel launches only)."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        _synchronize(torch.device(device))
         start = time.perf_counter()
         fn()
+        _synchronize(torch.device(device))
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -105,7 +109,7 @@ def best_time(fn, repeats: int) -> float:
 def matmul_gflops(dtype: torch.dtype, device: str, repeats: int) -> float:
     a = torch.randn(2048, 2048, device=device, dtype=dtype)
     b = torch.randn(2048, 2048, device=device, dtype=dtype)
-    seconds = best_time(lambda: a @ b, repeats + 2)
+    seconds = best_time(lambda: a @ b, repeats + 2, device)
     return 2 * 2048**3 / seconds / 1e9
 
 
@@ -248,8 +252,10 @@ def interleaved_speedups(precision: str, device: str, repeats: int, num_classes:
             run[figure]()  # warm-up (and, for the attention backward, compiling)
         for _ in range(rounds):
             for variant, run in runs.items():
+                _synchronize(torch.device(device))
                 start = time.perf_counter()
                 run[figure]()
+                _synchronize(torch.device(device))
                 best[variant] = min(best.get(variant, float("inf")), time.perf_counter() - start)
         result[f"{figure}_s"] = best
         result[f"speedup_{figure}"] = best["plain"] / best["zegclip"]
@@ -291,9 +297,9 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     phases = reset_peak_rss()  # then one peak per phase
     result = {"precision": precision, "variant": variant}
     if backward == "compiled":  # also timed with PyTorch's attention backward
-        result["train_step_b2_flash_backward_s"] = best_time(train_step, max(1, repeats - 1))
+        result["train_step_b2_flash_backward_s"] = best_time(train_step, max(1, repeats - 1), device)
         encoder.cpu_attention_backward = "compiled"  # the first (warm-up) step compiles it
-    result["train_step_b2_s"] = best_time(train_step, max(1, repeats - 1))
+    result["train_step_b2_s"] = best_time(train_step, max(1, repeats - 1), device)
     result["cpu_attention_backward"] = encoder.cpu_attention_backward
     if phases:
         result["peak_rss_setup_gib"] = setup_peak
@@ -307,8 +313,8 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     with torch.no_grad():  # scores for the bf16 agreement check
         scores = {"eager": slide().float().cpu()}
         logit_std = forward().float().std().item()
-    result["forward_s"] = best_time(forward, repeats)
-    result["slide_512x683_s"] = best_time(slide, repeats)
+    result["forward_s"] = best_time(forward, repeats, device)
+    result["slide_512x683_s"] = best_time(slide, repeats, device)
     result["peak_rss_inference_gib" if phases else "peak_rss_gib"] = peak_rss_gib()
     if compile_encoder:  # first calls compile (and autotune) per input shape; timed separately
         reset_peak_rss()
@@ -317,9 +323,10 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         with torch.no_grad():
             scores["compiled"] = slide().float().cpu()
             forward()
+        _synchronize(torch.device(device))
         result["compile_s"] = time.perf_counter() - start
-        result["forward_compiled_s"] = best_time(forward, repeats)
-        result["slide_512x683_compiled_s"] = best_time(slide, repeats)
+        result["forward_compiled_s"] = best_time(forward, repeats, device)
+        result["slide_512x683_compiled_s"] = best_time(slide, repeats, device)
         result["peak_rss_compiling_and_compiled_inference_gib"] = peak_rss_gib()
     result["logit_std"] = logit_std
     matmul = matmul_gflops(torch.bfloat16 if precision == "bf16" else torch.float32, device, repeats)

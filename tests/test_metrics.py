@@ -155,3 +155,14 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
     for rank in (0, 1):
         _check_hand_result(out[rank]["result"])
     assert [o["local"] for o in out] == [6, 3]  # local states restored after compute: 6 and 3 valid pixels
+
+
+def test_a_reset_under_inference_mode_then_updates_outside_it():
+    """trainer.validate resets the state under torch.inference_mode; fit's validation updates it under no_grad."""
+    metric = SegMetrics(5, seen_ids=[0, 1, 2], unseen_ids=[3, 4])
+    with torch.inference_mode():
+        metric.update(PREDS, TARGET)
+        metric.reset()
+    with torch.no_grad():
+        metric.update(PREDS, TARGET)
+    assert metric.compute()["pAcc"].item() == pytest.approx(100 * 6 / 9)

@@ -148,7 +148,9 @@ class SegMetrics(Metric):
                 raise ValueError(f"preds hold ids outside 0..{self.num_classes - 1}")
             if valid.numel() and (valid.min() < 0 or valid.max() >= self.num_classes):
                 raise ValueError(f"target holds ids outside 0..{self.num_classes - 1} and {self.ignore_index}")
-        self.confmat += multiclass_confusion_matrix(
+        # a new tensor, not +=: a state reset under torch.inference_mode (trainer.validate/test) is
+        # an inference tensor, which a later update outside it (fit's validation) cannot change in place
+        self.confmat = self.confmat + multiclass_confusion_matrix(
             preds, target, self.num_classes, ignore_index=self.ignore_index, validate_args=False
         )
 

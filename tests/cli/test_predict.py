@@ -388,3 +388,15 @@ def test_checkpoint_whose_config_does_not_fit_its_weights_is_one_line(tmp_path: 
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "prompt_embeddings is (1, 4, 64) in the checkpoint but (1, 7, 64)" in err
+
+
+@pytest.mark.parametrize(
+    ("device", "has_bf16", "expected"), [("cpu", True, "fp32"), ("cuda", True, "bf16"), ("cuda", False, "fp16")]
+)
+def test_default_precision_per_device(monkeypatch, device, has_bf16, expected) -> None:
+    """--precision left out: fp32 on a CPU, reduced precision on a GPU (bf16 where it has it)."""
+    from zegclip.cli.predict import build_parser, default_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: has_bf16)
+    assert build_parser().parse_args(["x", "--tiny", "--classes", "a", "-o", "o"]).precision is None
+    assert default_precision(torch.device(device)) == expected

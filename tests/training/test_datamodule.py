@@ -162,3 +162,32 @@ def test_eval_shards_count_each_image_once_and_no_rank_is_empty(fake_voc: Path, 
             else:  # the stand-in of an empty shard: image 0, nothing to count
                 assert rank >= 2 and len(batches) == 1 and batch["id"] == ["2007_000004"]
     assert sorted(counted) == ["2007_000004", "2007_000005"]
+
+
+class _WorkerProbe(torch.utils.data.Dataset):
+    """What each DataLoader worker reports: its OpenCV thread count and a draw from numpy's global RNG."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> dict:
+        import cv2
+
+        worker = torch.utils.data.get_worker_info()
+        return {"worker": worker.id, "cv2_threads": cv2.getNumThreads(), "draw": np.random.random()}
+
+
+def test_workers_run_opencv_on_one_thread_and_keep_lightnings_seeding(fake_voc: Path, monkeypatch) -> None:
+    import cv2
+
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")  # what seed_everything(workers=True) sets, as zegclip train does
+    threads_here = cv2.getNumThreads()
+    dm = make_dm(fake_voc, "fully", num_workers=2)
+    dm.val_set = _WorkerProbe()
+    runs = [[{k: v.item() for k, v in batch.items()} for batch in dm.val_dataloader()] for _ in range(2)]
+    assert {row["worker"] for row in runs[0]} == {0, 1}
+    assert all(row["cv2_threads"] == 1 for row in runs[0])
+    assert cv2.getNumThreads() == threads_here  # the main process keeps its own pool
+    draws = {row["worker"]: row["draw"] for row in runs[0]}
+    assert draws[0] != draws[1]  # seeded per worker (forked workers would otherwise share numpy's state)
+    assert runs[0] == runs[1]  # and reproducibly

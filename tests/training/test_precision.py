@@ -1,65 +1,90 @@
-"""Mixed precision as on GPUs, run on the CPU: bf16-mixed, and 16-mixed with its loss scaler.
-
-Under ``16-mixed`` a step with inf gradients is skipped by the scaler (which halves its
-scale) and training goes on; gradients that stay inf stop the run after
-``module.max_skipped_steps`` skipped steps in a row, with nothing saved.
-"""
+"""GPU precision defaults, float32_matmul_precision from the config, and precisions refused."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import subprocess
 
-import lightning as L
 import pytest
 import torch
 
-from tests.helpers.train_runs import SMALL, trainable
-from tests.helpers.training import train_with
-from zegclip.training.callbacks import NonFiniteError
+from tests.helpers.configs import TINY_DEMO
+from zegclip.training.config import ConfigError, run_cli
+from zegclip.training.eval import evaluate
+from zegclip.training.precision import apply_precision
 from zegclip.training.train import train
-
-QUICK = [*SMALL, "trainer.max_steps=4", "eval_every=4", "data.batch_size=4", "global_batch_size=4"]
-
-
-class InfGradient(L.Callback):
-    """Puts an inf into one trainable gradient in the given optimizer steps; records the loss scale."""
-
-    def __init__(self, steps: set[int]) -> None:
-        self.steps, self.scales, self.weights = steps, [], []
-
-    def on_after_backward(self, trainer, module) -> None:
-        if trainer.global_step in self.steps:
-            param = next(p for p in module.parameters() if p.requires_grad and p.grad is not None)
-            param.grad.view(-1)[0] = float("inf")
-
-    def on_train_batch_end(self, trainer, module, *args) -> None:
-        self.scales.append(float(trainer.precision_plugin.scaler.get_scale()))
-        self.weights.append({k: v.detach().clone() for k, v in module.named_parameters() if v.requires_grad})
 
 
 @pytest.fixture
-def cfg(compose_cfg, tmp_path: Path):
-    return lambda *o: compose_cfg("train", [*QUICK, f"paths.data_dir={tmp_path / 'data'}", *o])
+def restore_matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
 
 
-def test_bf16_mixed_trains_and_keeps_fp32_checkpoints(cfg, tmp_path: Path):
-    metrics = train(cfg("trainer.precision=bf16-mixed"))
-    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
-    weights = trainable(tmp_path / "out" / "checkpoints" / "last.ckpt")
-    assert {w.dtype for w in weights.values()} == {torch.float32}
+@pytest.mark.parametrize("entry", ["train", "eval"])
+@pytest.mark.parametrize(
+    ("hardware", "precision", "matmul"),
+    [
+        ("cpu", "32-true", "highest"),
+        ("gpu", "bf16-mixed", "high"),
+        ("ddp", "bf16-mixed", "high"),
+        ("amp", "bf16-mixed", "high"),
+    ],
+)
+def test_hardware_defaults(compose_cfg, entry, hardware, precision, matmul):
+    cfg = compose_cfg(
+        entry, [f"hardware={hardware}", "checkpoint=model.pt"] if entry == "eval" else [f"hardware={hardware}"]
+    )
+    assert (cfg.trainer.precision, cfg.float32_matmul_precision) == (precision, matmul)
+    # the README's DDP command and the paper's fp32 recipe
+    if hardware == "ddp":
+        faithful = compose_cfg(
+            "train", ["hardware=ddp", "trainer.precision=32-true", "float32_matmul_precision=highest"]
+        )
+        assert (faithful.trainer.precision, faithful.float32_matmul_precision) == ("32-true", "highest")
 
 
-def test_fp16_scaler_skips_a_step_with_inf_gradients_and_goes_on(cfg, monkeypatch, tmp_path: Path):
-    watch = InfGradient(steps={1})
-    train_with(monkeypatch, cfg("trainer.precision=16-mixed"), watch)
-    assert watch.scales[1] == watch.scales[0] / 2  # step 1 skipped: the scaler halved its scale
-    assert all(torch.equal(watch.weights[1][k], watch.weights[0][k]) for k in watch.weights[0])  # nothing stepped
-    assert not all(torch.equal(watch.weights[2][k], watch.weights[1][k]) for k in watch.weights[1])  # then trains
-    assert torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+def test_zegclip_train_applies_float32_matmul_precision(compose_cfg, restore_matmul_precision):
+    torch.set_float32_matmul_precision("highest")
+    train(compose_cfg("train", [*TINY_DEMO, "trainer.max_steps=1", "eval_every=1", "float32_matmul_precision=high"]))
+    assert torch.get_float32_matmul_precision() == "high"
+    assert torch.backends.cuda.matmul.allow_tf32  # what "high" means on a GPU
 
 
-def test_fp16_gradients_that_stay_inf_stop_the_run(cfg, monkeypatch, tmp_path: Path):
-    watch = InfGradient(steps={0, 1, 2, 3})
-    with pytest.raises(NonFiniteError, match="skipped 3 steps in a row"):
-        train_with(monkeypatch, cfg("trainer.precision=16-mixed", "module.max_skipped_steps=3"), watch)
-    assert not list((tmp_path / "out").glob("checkpoints/*.ckpt"))
+def test_bad_float32_matmul_precision_is_one_line(compose_cfg, capsys, restore_matmul_precision):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train, compose_cfg("train", [*TINY_DEMO, "float32_matmul_precision=fast"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: float32_matmul_precision='fast' is not valid") and err.count("\n") == 1
+
+
+def test_bf16_on_a_gpu_without_it_names_16_mixed(compose_cfg, monkeypatch, restore_matmul_precision):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    with pytest.raises(ConfigError, match=r"\(Tesla V100-SXM2-16GB\) has no bf16; use trainer.precision=16-mixed"):
+        apply_precision(compose_cfg("train", ["hardware=gpu"]))
+    assert apply_precision(compose_cfg("train", ["hardware=gpu", "trainer.precision=16-mixed"])) == "high"
+
+
+@pytest.mark.parametrize(("precision", "instead"), [("bf16-true", "bf16-mixed"), ("64-true", "32-true")])
+def test_precisions_the_model_cannot_run_are_refused_in_one_line(compose_cfg, capsys, precision, instead):
+    """They used to fail on the first batch (the fp32 prompt norm met bf16 or fp64 weights)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(evaluate, compose_cfg("eval", [*TINY_DEMO, "checkpoint=model.pt", f"trainer.precision={precision}"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: trainer.precision={precision} is not supported") and err.count("\n") == 1
+    assert f"use trainer.precision={instead}" in err
+
+
+def test_zegclip_train_refuses_bf16_true(tmp_path):
+    """The console script, as users run it: one line on stderr, exit 2, before any data is written."""
+    cmd = ["zegclip", "train", *TINY_DEMO, "trainer.precision=bf16-true", f"paths.root_dir={tmp_path}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2
+    assert (
+        done.stderr.startswith("error: trainer.precision=bf16-true is not supported") and "Traceback" not in done.stderr
+    )
+    assert not (tmp_path / "data").exists()

@@ -362,20 +362,41 @@ def test_training_ends_with_a_shareable_model_folder(trained):
 
 @pytest.mark.parametrize("compile_encoder", [False, True], ids=["eager", "compile"])
 def test_bf16_evaluation_takes_the_predict_fast_path(trained, compose_cfg, monkeypatch, compile_encoder):
-    """trainer.precision=bf16-mixed: frozen weights stored in bf16 once (and compile=true compiles
-    the encoder once; compiling itself is tested in tests/model/test_compile.py)."""
+    """trainer.precision=bf16-mixed: frozen weights stored in bf16 once, and compile=true compiles
+    the encoder (really: inductor, without autotuning) before Lightning moves the model to its
+    device. The move here reallocates every weight, as a move to a GPU does."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
     out, _, data = trained
     checkpoint = out / "checkpoints" / "last.ckpt"
     base = [*TINY_DEMO, f"checkpoint={checkpoint}", f"paths.data_dir={data}"]
     fp32 = evaluate(compose_cfg("eval", base))
     network = load_model(checkpoint)
-    compiled = []
-    monkeypatch.setattr(network.image_encoder, "compile_for_inference", lambda: compiled.append(1))
+    encoder = network.image_encoder
+    compiled, graph_calls, kept = [], [], []
+    compile_for_inference = encoder.compile_for_inference
+
+    def spy():
+        compiled.append(1)
+        compile_for_inference(autotune=False)  # autotuning: slow to compile, same maths
+        graph = encoder._compiled
+        encoder._compiled = lambda x: graph_calls.append(x.shape) or graph(x)
+
+    model_to_device = SingleDeviceStrategy.model_to_device
+
+    def move(strategy):  # Lightning's move, then new memory for every tensor (the old kept taken)
+        model_to_device(strategy)
+        kept.extend((p, p.data) for p in strategy.model.parameters())
+        strategy.model._apply(torch.clone)
+
+    monkeypatch.setattr(encoder, "compile_for_inference", spy)
+    monkeypatch.setattr(SingleDeviceStrategy, "model_to_device", move)
     overrides = [*base, "trainer.precision=bf16-mixed", f"compile={str(compile_encoder).lower()}"]
     bf16 = evaluate(compose_cfg("eval", overrides), network=network)
-    encoder = network.image_encoder
+    assert kept and all(p.data_ptr() != old.data_ptr() for p, old in kept)
     assert encoder.matmul_dtype == torch.bfloat16
     assert encoder.visual.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.bfloat16
     assert len(compiled) == int(compile_encoder)
+    assert bool(graph_calls) == compile_encoder  # every validation image through the compiled graph
     assert bf16["eval/images_per_s"] > 0 and fp32["eval/images_per_s"] > 0
     assert bf16["val/pAcc"] == pytest.approx(fp32["val/pAcc"], abs=2.0)  # bf16 rounding moves few pixels

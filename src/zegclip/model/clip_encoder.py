@@ -23,6 +23,7 @@ from torch import nn
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model.attention import CPU_BACKWARDS, attention
+from zegclip.model.cached import reusable
 from zegclip.model.prompts import DeepPrompts
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -237,7 +238,8 @@ class FrozenCasts:
     and, in training, keeps each cast copy for the backward. Training and validation under
     bf16-mixed/16-mixed keep the fp32 weights (checkpoints store them unrounded) and take
     the cast copies from here: the same rounding as autocast's, done once. A weight that
-    changes (load_state_dict, a move) is cast again.
+    changes (load_state_dict, a move) is cast again, and so is a copy made under
+    ``torch.inference_mode`` when a forward outside it needs one (`cached.reusable`).
     """
 
     def __init__(self) -> None:
@@ -255,7 +257,7 @@ class FrozenCasts:
             return t
         key = (weakref.ref(t), t.data_ptr(), t._version, t.device, dtype)  # the same tensor, unchanged
         cached = self._cache.get(id(t))
-        if cached is None or cached[0][0]() is not t or cached[0][1:] != key[1:]:
+        if cached is None or cached[0][0]() is not t or cached[0][1:] != key[1:] or not reusable(cached[1]):
             with torch.no_grad():
                 cached = self._cache[id(t)] = (key, t.to(dtype))
         return cached[1]
@@ -269,7 +271,8 @@ class FoldedQuickGELU:
     instead of three, forward and backward. Used where the matmuls run in bf16/fp16, with
     the folded copies kept in that dtype only (in fp32 the MLP runs as it is: a second fp32
     copy of its weights would cost 0.22 GiB for ViT-B/16). The copies are rebuilt whenever
-    the CLIP weights change (load_state_dict, dtype or device moves) or the dtype does.
+    the CLIP weights change (load_state_dict, dtype or device moves) or the dtype does, and
+    when copies made under ``torch.inference_mode`` meet a forward outside it (`cached.reusable`).
     """
 
     def __init__(self) -> None:
@@ -296,7 +299,7 @@ class FoldedQuickGELU:
         dtype = matmul_dtype(x, fc.weight)
         key = (*((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight)), dtype)
         cached = self._cache.get(id(mlp))
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != key or not reusable(cached[1][0]):
             self._cache.pop(id(mlp), None)  # the old copies go before the new ones are made
             with torch.no_grad():
                 folded = (fc.weight * QUICK_GELU_SCALE, fc.bias * QUICK_GELU_SCALE, proj.weight / QUICK_GELU_SCALE)
@@ -402,8 +405,11 @@ class PromptedVisionEncoder(nn.Module):
         self.frozen_casts = FrozenCasts()
         self.cpu_attention_backward = "flash"
         self._compiled: Any = None  # compile_for_inference()
-        self._compiled_weights: tuple = ()
+        self._freeze = True
+        self._compiled_weights: tuple | None = None  # the weights frozen in, taken at the first compiled call
         self._autotune = True
+        self._first_size: tuple[int, int] | None = None
+        self._sizes_vary = False
 
     def cast_frozen_matmuls(self, dtype: torch.dtype) -> None:
         """Store the frozen blocks' matmul weights (attention and MLP) in ``dtype``.
@@ -440,20 +446,26 @@ class PromptedVisionEncoder(nn.Module):
 
         Inductor freezes the weights into the graph (folding and prepacking them) and,
         with ``autotune``, picks the fastest of its GEMM kernels; the bf16 forward gets
-        about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Each new input
-        shape compiles once (about 30 s on 2 CPU cores with autotuning, then cached on disk).
-        Calls with gradients (training) keep running eagerly. Compile after loading or
-        casting the weights: a compiled forward refuses to run once they change.
-        ``freeze=False`` keeps the weights as inputs of the graph instead (no prepacking,
-        so slower than frozen), which then follows every change of them: for validation
-        during training, whose prompts and decoder change at every step. Each
-        call of this method drops every graph ``torch.compile`` holds in the process
-        (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
+        about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Compiling takes
+        about 30 s on 2 CPU cores with autotuning (then cached on disk), at most twice for
+        batches and twice for image sizes (`_mark_dynamic`).
+        Calls with gradients (training) keep running eagerly. Nothing is compiled until the
+        first call, and the weights frozen in are the ones of that call: a device or dtype
+        move between this method and the first call (Lightning moves the model to the GPU
+        after the module is built) is followed; a change after it is refused, not silently
+        stale. ``freeze=False`` keeps the weights as inputs of the graph instead (no
+        prepacking, so slower than frozen, and never autotuned), which then follows every
+        change of them: for validation during training, whose prompts and decoder change at
+        every step. Each call of this method drops every graph ``torch.compile`` holds in the
+        process (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
         """
         torch._dynamo.reset()
-        self._compiled = torch.compile(self._forward, dynamic=False)
-        self._compiled_weights = self._weights_key() if freeze else None  # None: not frozen, never stale
-        self._autotune = autotune
+        self._compiled = torch.compile(self._forward, dynamic=None)
+        self._freeze = freeze
+        self._compiled_weights = None
+        self._first_size = None  # image size of the first compiled call (`_mark_dynamic`)
+        self._sizes_vary = False
+        self._autotune = autotune and freeze  # weights as graph inputs: no prepacked GEMMs to tune
 
     def train(self, mode: bool = True) -> PromptedVisionEncoder:
         super().train(mode)
@@ -482,11 +494,15 @@ class PromptedVisionEncoder(nn.Module):
             )
         if self._compiled is None or torch.is_grad_enabled():
             return self._forward(images)
-        if self._compiled_weights is not None and self._weights_key() != self._compiled_weights:
-            raise RuntimeError(
-                "the image encoder's weights changed after compile_for_inference(), which froze "
-                "the old ones into the compiled graph; call compile_for_inference() again"
-            )
+        if self._freeze:
+            weights = self._weights_key()  # address, version, dtype and device of every weight
+            if self._compiled_weights is None:  # the first compiled call freezes these
+                self._compiled_weights = weights
+            elif weights != self._compiled_weights:
+                raise RuntimeError(
+                    "the image encoder's weights changed after its first compiled call, which froze "
+                    "the old ones into the compiled graph; call compile_for_inference() again"
+                )
         from torch._inductor import config as inductor_config
 
         # freezing and autotuning are read from the global config (torch.compile's options= does not apply them)
@@ -503,8 +519,25 @@ class PromptedVisionEncoder(nn.Module):
         )
         # quieting keys that older torch releases lack are left out rather than failing the patch
         autotune = {k: v for k, v in autotune.items() if hasattr(inductor_config, k)}
-        with inductor_config.patch(freezing=self._compiled_weights is not None, **autotune):
+        self._mark_dynamic(images)
+        with inductor_config.patch(freezing=self._freeze, **autotune):
             return self._compiled(images)
+
+    def _mark_dynamic(self, images: torch.Tensor) -> None:
+        """Sizes the compiled graph takes as symbols, so that it compiles at most twice per kind of input.
+
+        The batch from the start: sliding windows come ``window_batch`` at a time and the last
+        chunk of each image has fewer, so 1..window_batch windows share one graph (batch 1 gets
+        its own). Height and width once the image size has changed (whole-image evaluation):
+        every later size then shares one graph, where torch's own rule would recompile for the
+        first change of each and a static graph for every size would fall back to eager after 8.
+        """
+        size = tuple(images.shape[-2:])
+        if self._first_size is None:
+            self._first_size = size
+        self._sizes_vary = self._sizes_vary or size != self._first_size
+        for dim in (0, 2, 3) if self._sizes_vary else (0,):
+            torch._dynamo.maybe_mark_dynamic(images, dim)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, (h, w) = self.embed(images)

@@ -19,6 +19,39 @@ def upsample(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
 
 
+CPU_CHUNK_ELEMENTS = 1 << 19
+"""Logit elements per pass of the loss on a CPU: a few MB, so each pass stays in cache."""
+_BYTES_PER_ELEMENT = 48  # peak bytes per logit element, forward and backward of one pass (measured on CPU)
+_OTHER_DEVICES_FREE = 1 << 30  # bytes assumed free on accelerators that cannot be asked (MPS, XPU, ...)
+
+
+def device_free_bytes(device: torch.device) -> int:
+    """Memory a new tensor on ``device`` can take now: free on the GPU plus what PyTorch holds unused."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)  # a driver query; no stream is synchronised
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return _OTHER_DEVICES_FREE
+
+
+def chunk_elements_for(device: torch.device) -> int:
+    """Logit elements (mask rows x pixels) the loss takes per pass on ``device``.
+
+    On a CPU a cache-sized chunk (`CPU_CHUNK_ELEMENTS`: 2 mask rows of a 512 x 512 crop) is
+    fastest. On a GPU every pass issues about 20 kernels, forward and backward, whatever its size:
+    cache-sized chunks would make a VOC micro-batch (4 images x 15 classes) some 1,800 tiny
+    kernels and a COCO-Stuff one 18,000, more than the whole ViT-B/16 step. There a pass takes
+    as many elements as a quarter of the free memory holds: a whole micro-batch where it fits.
+    """
+    if device.type == "cpu":
+        return CPU_CHUNK_ELEMENTS
+    return max(CPU_CHUNK_ELEMENTS, device_free_bytes(device) // (4 * _BYTES_PER_ELEMENT))
+
+
+def _reads_are_free(device: torch.device) -> bool:
+    """Whether reading a value back to Python costs nothing: on a CPU, where nothing runs ahead."""
+    return device.type == "cpu"
+
+
 def global_num_masks(local: torch.Tensor) -> torch.Tensor:
     """Masks in the global batch: all-reduced sum / world size, clamped at 1."""
     num = local.detach().float()
@@ -100,10 +133,15 @@ class ZegCLIPCriterion(nn.Module):
     Ignored pixels have an all-zero target: they still count as negatives in the focal
     term, as in the released code.
 
-    ``num_masks``: the divisor to use instead of the global batch's mask count; training
-    passes a constant and rescales the gradients once per optimizer step, so the divisor
-    covers the whole global batch however it is split into processes and accumulated
-    micro-batches (docs/method.md, the loss).
+    ``num_masks`` (a call argument): the divisor to use instead of the global batch's mask
+    count; training passes a constant and rescales the gradients once per optimizer step, so
+    the divisor covers the whole global batch however it is split into processes and
+    accumulated micro-batches (docs/method.md, the loss).
+
+    ``chunk_elements``: logit elements per pass (None: `chunk_elements_for` the logits' device).
+    Labels outside the vocabulary are an error. On a CPU they are checked at every call; on
+    other devices reading the check back would stop the host until the forward pass has run, so
+    a flag gathers on the device and is read every ``label_check_every`` calls (`check_labels`).
     """
 
     def __init__(
@@ -114,28 +152,53 @@ class ZegCLIPCriterion(nn.Module):
         alpha: float = 0.25,
         gamma: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
-        chunk_elements: int = 1 << 19,
+        chunk_elements: int | None = None,
+        label_check_every: int = 100,
     ) -> None:
         super().__init__()
-        self.chunk_elements = chunk_elements  # pixels per chunk: a few MB, so passes stay in cache
+        self.chunk_elements = chunk_elements
         self.focal_weight = focal_weight
         self.dice_weight = dice_weight
         self.alpha = alpha
         self.gamma = gamma
         self.ignore_index = ignore_index
+        self.label_check_every = label_check_every
+        self._bad_labels: torch.Tensor | None = None  # on the device: a batch not yet read back held one
+        self._unchecked = 0
+        self._num_classes = 0
+
+    def _labels_error(self, num_classes: int, where: str) -> ValueError:
+        return ValueError(
+            f"labels hold values {where}outside 0..{num_classes - 1} and the ignore index {self.ignore_index}"
+        )
+
+    def _watch_labels(self, labels: torch.Tensor, num_classes: int) -> None:
+        bad = (labels >= num_classes) & (labels != self.ignore_index)
+        if _reads_are_free(labels.device):
+            if bad.any():
+                raise self._labels_error(num_classes, f"{labels[bad].unique().tolist()} ")
+            return
+        flag = bad.any()
+        self._bad_labels = flag if self._bad_labels is None else self._bad_labels | flag
+        self._unchecked, self._num_classes = self._unchecked + 1, num_classes
+        if self._unchecked >= self.label_check_every:
+            self.check_labels()
+
+    def check_labels(self) -> None:
+        """Raise if a batch since the last check held labels outside the vocabulary (one read back)."""
+        flag, calls = self._bad_labels, self._unchecked
+        self._bad_labels, self._unchecked = None, 0
+        if flag is not None and bool(flag):
+            raise self._labels_error(self._num_classes, f"in one of the last {calls} batches ")
 
     def forward(
         self, mask_logits: torch.Tensor, labels: torch.Tensor, num_masks: float | None = None
     ) -> dict[str, torch.Tensor]:
         B, C = mask_logits.shape[:2]
-        bad = (labels >= C) & (labels != self.ignore_index)
-        if bad.any():
-            raise ValueError(
-                f"labels hold values {labels[bad].unique().tolist()} outside 0..{C - 1} "
-                f"and the ignore index {self.ignore_index}"
-            )
+        self._watch_labels(labels, C)
         logits = upsample(mask_logits, labels.shape[-2:]).float().flatten(0, 1).flatten(1)  # (B*C) x HW
-        chunk_rows = max(1, self.chunk_elements // logits.shape[1])
+        chunk_elements = self.chunk_elements or chunk_elements_for(logits.device)
+        chunk_rows = max(1, chunk_elements // logits.shape[1])
         focal, dice, positives = _FocalDice.apply(
             logits, labels.flatten(1).to(torch.int16), C, self.alpha, self.gamma, chunk_rows
         )  # each (B*C): focal mean over pixels, dice, |t|
@@ -169,7 +232,10 @@ def pseudo_labels(
         B x H x W labels; hidden pixels get argmax over unseen classes of the sigmoid
         of the logits upsampled to H x W; every other pixel is unchanged.
     """
-    unseen = torch.as_tensor(unseen_ids, device=labels.device, dtype=torch.long)
+    unseen = torch.as_tensor(unseen_ids, dtype=torch.long)
+    if unseen.device != labels.device:  # a list: copied without stopping the host (a plain copy would wait)
+        unseen = unseen.pin_memory() if labels.is_cuda else unseen
+        unseen = unseen.to(labels.device, non_blocking=True)
     if unseen.numel() == 0:
         raise ValueError("transductive pseudo labels need at least one unseen class")
     scores = upsample(mask_logits.detach()[:, unseen], labels.shape[-2:]).float().sigmoid()

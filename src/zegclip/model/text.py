@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zegclip.model.cached import reusable
+
 SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}",)
 """VOC's prompt (no final period)."""
 
@@ -51,7 +53,8 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
 
 
 class TextEncoder(nn.Module):
-    """The frozen open_clip text tower; encodes a vocabulary once and caches it.
+    """The frozen open_clip text tower; encodes a vocabulary once and caches it (in any grad mode:
+    an embedding cached under ``torch.inference_mode`` is copied once for a training forward).
 
     Args:
         clip: an open_clip ``CLIP`` model (its image tower may be removed).
@@ -94,6 +97,8 @@ class TextEncoder(nn.Module):
             feats = feats.reshape(len(names), len(templates), -1)
             embeds = feats[:, 0] if len(templates) == 1 else F.normalize(feats.mean(1), dim=-1)
             self._cache[key] = embeds
+        elif not reusable(self._cache[key]):  # made under inference_mode, now needed outside it
+            self._cache[key] = self._cache[key].clone()  # a normal tensor, autograd can save it
         return self._cache[key]
 
 

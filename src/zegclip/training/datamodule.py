@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from zegclip.data.classes import DATASETS, FOLDER, DatasetInfo, get_dataset_info
@@ -35,6 +39,19 @@ DEFAULT_SPLITS: dict[str, tuple[str, str]] = {
     FOLDER: ("train", "val"),  # your own images: train.txt, val.txt
 }
 """(train split, validation split) per dataset."""
+
+
+def init_worker(worker_id: int, rank: int = 0) -> None:
+    """Every DataLoader worker: OpenCV without its own thread pool, then Lightning's worker seeding.
+
+    OpenCV sizes its pool to the machine, so N workers (4 per GPU by default) would each start one
+    as large as the CPU while the main process feeds the GPU; PyTorch already runs torch single-
+    threaded in workers. Lightning adds its seeding only to loaders without a ``worker_init_fn``,
+    so it is called here when ``seed_everything(workers=True)`` asked for it.
+    """
+    cv2.setNumThreads(0)  # 0: OpenCV runs its functions on the calling thread
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
 
 
 class _Uncounted(Dataset):
@@ -257,6 +274,7 @@ class SegDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            worker_init_fn=functools.partial(init_worker, rank=self._rank_world()[0]),
             # its own generator: creating an iterator must not draw from the global RNG,
             # or a resumed run's dropout masks would drift from an uninterrupted run's
             generator=torch.Generator().manual_seed(self.seed),

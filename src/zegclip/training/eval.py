@@ -17,11 +17,13 @@ from omegaconf import DictConfig
 from zegclip.model import ZegCLIP, load_model
 from zegclip.training.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
 from zegclip.training.loggers import finish_loggers
+from zegclip.training.precision import apply_precision
 
 
 def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float]:
     """Metrics of ``cfg.checkpoint`` (or of an already loaded ``network``) on ``cfg.split``."""
     validate_config(cfg)
+    apply_precision(cfg)
     L.seed_everything(cfg.seed, workers=True)
     save_resolved(cfg, cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
@@ -54,7 +56,9 @@ def fast_inference(network: ZegCLIP, cfg: DictConfig) -> str:
     are stored once in that dtype instead of being cast at every call (an evaluation writes no
     checkpoint, so nothing keeps the rounded weights), and with ``compile=true`` the image
     encoder is compiled with its weights frozen into the graph. Both happen once per run, after
-    the weights are loaded. Returns the precision used, for the log.
+    the weights are loaded and before Lightning moves the model to its device: the graph is built,
+    and the weights frozen into it taken, at the first evaluation batch, on that device.
+    Returns the precision used, for the log.
     """
     dtype = REDUCED_PRECISIONS.get(str(cfg.trainer.get("precision")))
     if dtype is None:

@@ -215,6 +215,9 @@ class ZegCLIPModule(L.LightningModule):
             raise NonFiniteError(f"step {self.global_step}: a trainable weight is not finite; {_NOTHING_SAVED}")
         self.watch_loss_scale()
 
+    def on_train_end(self) -> None:
+        self.criterion.check_labels()  # off CPU the label check is read back every N calls: the last ones too
+
     def watch_loss_scale(self) -> None:
         """Under ``16-mixed``: log the loss scale; stop after ``max_skipped_steps`` skipped steps in a row."""
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)

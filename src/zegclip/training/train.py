@@ -33,12 +33,14 @@ from zegclip.training.config import (
 from zegclip.training.eval import REDUCED_PRECISIONS
 from zegclip.training.loggers import finish_loggers
 from zegclip.training.module import ZegCLIPModule
+from zegclip.training.precision import apply_precision
 from zegclip.training.run_folder import check_same_experiment, claim_run_folder
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) as the config says; returns the last logged metrics and ``best/<monitor>``."""
     validate_config(cfg)
+    apply_precision(cfg)
     trainer = build_trainer(cfg)  # resolves the processes; refuses a global batch that does not divide
     rank_zero_info(describe_batch(trainer, int(cfg.data.batch_size)))
     ckpt_path = resolve_ckpt_path(cfg, trainer)
