@@ -152,12 +152,12 @@ def test_requests_give_predict_records_and_the_areas_of_segment(model, images, t
         stem = Path(name).stem
         assert record == {  # the record of zegclip predict, naming the uploaded file
             "image": name,
-            "label_png": f"{stem}.png",
+            "label_png": f"{stem}_label.png",  # the download is named after the image and "label"
             "overlay": f"{stem}_overlay.jpg",
             "classes": ["cat", "grass", "sky"],
             "areas": {k: round(v, 4) for k, v in result.areas().items()},
         }
-        label_path = next(p for p in out.downloads if Path(p).name == f"{stem}.png")
+        label_path = next(p for p in out.downloads if Path(p).name == f"{stem}_label.png")
         assert np.array_equal(np.asarray(Image.open(label_path)), result.labels)
         rows += [[name, k, round(v, 1)] for k, v in result.areas().items()]
     assert out.table == rows
@@ -312,11 +312,11 @@ def test_page_in_a_real_browser(served: str, model, images: dict[str, Path], tmp
                 expect(overlay).to_be_visible()
                 page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle())
                 links = dict(page.locator("#zc-downloads a").evaluate_all("els => els.map(e => [e.download, e.href])"))
-                assert set(links) == {"good.png", "predictions.jsonl"}
+                assert set(links) == {"good_label.png", "predictions.jsonl"}
                 record = json.loads(page.request.get(links["predictions.jsonl"]).body())
                 assert record["image"] == "good.png" and record["classes"] == ["cat", "grass", "sky"]
                 assert record["areas"] == {n: round(a, 4) for n, a in result.areas().items()}
-                label = Image.open(BytesIO(page.request.get(links["good.png"]).body()))
+                label = Image.open(BytesIO(page.request.get(links["good_label.png"]).body()))
                 assert np.array_equal(np.asarray(label), np.asarray(label_image(result.labels)))
 
             submit(["good.png"], CLASSES, "Segmented 1 image(s)")

@@ -4,10 +4,15 @@ Example::
 
     zegclip-predict photos/ --checkpoint ZegCLIP_voc.pth --classes "cat; grass, lawn; sky" --output out/
 
-Writes, per image, ``<stem>.png`` (palette label map at the original size),
+Writes, per image, ``<stem>_label.png`` (palette label map at the original size),
 ``<stem>_overlay.jpg`` (image blended with the colours, legend of the classes present)
 and one JSON line in ``predictions.jsonl`` (one line per image across runs into the same
 folder: a re-run replaces the lines of the images it processes again).
+
+It never writes over an input nor over a file it did not write itself (a file that
+``predictions.jsonl`` does not list): such a name gets a ``_2``, ``_3``, ... suffix. The
+output folder may be an input folder: the files an earlier run wrote there are not
+segmented again.
 
 Exit codes: 0 every image done; 1 some image failed (each reported on one ``error:``
 line; the others still run); 2 a usage or configuration error (one ``error:`` line,
@@ -57,6 +62,8 @@ from zegclip.visualize import label_image, overlay_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PREDICTIONS_FILE = "predictions.jsonl"
+LABEL_SUFFIX = "_label.png"
+OVERLAY_SUFFIX = "_overlay.jpg"
 
 
 class UsageError(ZegCLIPError):
@@ -152,17 +159,12 @@ def _record_keys(record: dict) -> tuple[str | None, str | None]:
     return image, label if isinstance(label, str) else None
 
 
-def compact_predictions(path: Path) -> None:
-    """Keep one line per image and per label file in predictions.jsonl, the latest.
-
-    Runs into the same folder append; an image processed again (or another image written
-    to the same output names) replaces the older line. Lines that are not JSON objects
-    (e.g. cut short by a killed run) are dropped. Rewritten atomically, only when changed.
-    """
+def _read_records(path: Path) -> tuple[str, list[dict]] | None:
+    """(text, the JSON-object lines) of predictions.jsonl; None when there is no such file."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return
+        return None
     records = []
     for line in text.splitlines():
         try:
@@ -171,6 +173,20 @@ def compact_predictions(path: Path) -> None:
             continue
         if isinstance(record, dict):
             records.append(record)
+    return text, records
+
+
+def compact_predictions(path: Path) -> None:
+    """Keep one line per image and per label file in predictions.jsonl, the latest.
+
+    Runs into the same folder append; an image processed again (or another image written
+    to the same output names) replaces the older line. Lines that are not JSON objects
+    (e.g. cut short by a killed run) are dropped. Rewritten atomically, only when changed.
+    """
+    read = _read_records(path)
+    if read is None:
+        return
+    text, records = read
     kept, images, labels = [], set(), set()
     for record in reversed(records):  # the latest line of each image / label file wins
         image, label = _record_keys(record)
@@ -189,10 +205,75 @@ def compact_predictions(path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+FileId = tuple[int, int]
+"""(device, inode): the same file under any name (links, case-insensitive file systems)."""
+
+
+def _file_id(path: Path) -> FileId | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def output_paths(output: Path, stem: Path) -> tuple[Path, Path]:
+    """(label PNG, overlay JPEG) of the output stem ``stem``."""
+    return output / stem.with_name(stem.name + LABEL_SUFFIX), output / stem.with_name(stem.name + OVERLAY_SUFFIX)
+
+
+def earlier_outputs(output: Path) -> set[FileId]:
+    """The files an earlier run wrote into ``output``: those its predictions.jsonl lists.
+
+    Raises:
+        UsageError: ``predictions.jsonl`` exists but holds no record of zegclip predict
+            (someone else's file, which the run would rewrite).
+    """
+    path = output / PREDICTIONS_FILE
+    read = _read_records(path)
+    if read is None:
+        return set()
+    text, records = read
+    ours = [r for r in records if isinstance(r.get("label_png"), str)]
+    if text.strip() and not ours:
+        raise UsageError(f"{path} exists and was not written by zegclip predict; choose another --output")
+    found = set()
+    for record in ours:
+        for key in ("label_png", "overlay"):
+            name = record.get(key)
+            if isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts:
+                file_id = _file_id(output / name)
+                if file_id is not None:
+                    found.add(file_id)
+    return found
+
+
+def place_outputs(jobs: Sequence[Job], output: Path, ours: set[FileId]) -> list[Job]:
+    """The jobs with output stems whose files are neither an input nor a file this command did not write.
+
+    A stem whose label or overlay would replace an input, or an existing file not listed
+    in ``ours`` (:func:`earlier_outputs`), gets the next free ``_2``, ``_3``, ... suffix.
+    """
+    inputs = {_file_id(job.image) for job in jobs} - {None}
+    used: set[str] = set()
+    placed = []
+    for job in jobs:
+        stem, n = job.stem, 1
+        while True:
+            candidate = stem if n == 1 else stem.with_name(f"{stem.name}_{n}")
+            ids = [_file_id(path) for path in output_paths(output, candidate)]
+            taken = any(i is not None and (i in inputs or i not in ours) for i in ids)
+            if str(candidate).lower() not in used and not taken:
+                break
+            n += 1
+        used.add(str(candidate).lower())
+        placed.append(Job(job.image, candidate))
+    return placed
+
+
 def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Path) -> dict:
     """Label PNG, overlay JPEG, then the JSON line (last, so a listed image is complete)."""
-    label_path = output / job.stem.with_name(job.stem.name + ".png")
-    overlay_path = output / job.stem.with_name(job.stem.name + "_overlay.jpg")
+    label_path, overlay_path = output_paths(output, job.stem)
     _save_atomic(label_image(result.labels), label_path, "PNG")
     _save_atomic(overlay_image(image, result), overlay_path, "JPEG", quality=90)
     record = {
@@ -293,8 +374,10 @@ def prepare_output(output: Path) -> None:
         probe.write_bytes(b"")
     except OSError as err:
         raise UsageError(f"cannot write to the output folder {output}: {err.strerror or err}") from err
-    finally:
-        probe.unlink(missing_ok=True)
+    try:
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"cannot remove files from the output folder {output}: {err.strerror or err}") from err
 
 
 def one_line(err: BaseException) -> str:
@@ -337,6 +420,21 @@ def segment_jobs(
         yield job, image, result
 
 
+def skip_earlier_outputs(jobs: list[Job], output: Path) -> list[Job]:
+    """Leave out the inputs an earlier run wrote into ``output``; place the outputs of the others."""
+    ours = earlier_outputs(output)
+    kept = [job for job in jobs if _file_id(job.image) not in ours]
+    if len(kept) < len(jobs):
+        print(
+            f"note: {len(jobs) - len(kept)} input(s) are outputs of an earlier run into {output} "
+            f"(listed in its {PREDICTIONS_FILE}): not segmented again",
+            file=sys.stderr,
+        )
+        if not kept:
+            raise UsageError(f"every input is an output of an earlier run into {output}; nothing to segment")
+    return place_outputs(kept, output, ours)
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment every input; returns the exit code (0 all done, 1 some failed)."""
     check_args(args)
@@ -348,6 +446,7 @@ def run(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but CUDA is not available")
     prepare_output(output)
+    jobs = skip_earlier_outputs(jobs, output)
     model = load_checkpoint_model(args)
     device = resolve_device(device, model)
     model.to(device).eval()
