@@ -217,7 +217,11 @@ def _pil_to_rgb(pil: Image.Image) -> np.ndarray:
 
 
 def load_image(image: ImageInput) -> np.ndarray:
-    """Read an image as H x W x 3 uint8 RGB (EXIF orientation applied to files).
+    """Read an image as H x W x 3 uint8 RGB; a file's EXIF orientation tag is applied.
+
+    This is the rule of predict and the demo: the image as a viewer shows it, labels
+    written in that orientation. Readers of labelled images use the stored pixels instead
+    (``zegclip.data.datasets.read_image``). Arrays and PIL images are taken as given.
 
     High bit depths are scaled, not clipped: 16-bit images (PIL modes ``I;16*``, uint16
     arrays) become round(value / 257); 32-bit integer images (mode ``I``) the same when

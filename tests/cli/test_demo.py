@@ -27,6 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from zegclip.cli.demo import (
     Demo,
     DemoError,
@@ -166,6 +167,19 @@ def test_requests_give_predict_records_and_the_areas_of_segment(model, images, t
     assert jsonl.name == "predictions.jsonl"
     assert [json.loads(line) for line in jsonl.read_text().splitlines()] == out.records
     assert 'data-class="grass"' in out.legend_html and out.legend_html.count('class="zc-legend"') == 2
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_a_tagged_photo_is_shown_and_labelled_as_a_viewer_shows_it(model, tmp_path: Path, orientation) -> None:
+    path = write_oriented_jpeg(tmp_path / "phone.jpg", stored_pattern(48, 80), orientation)
+    shown = as_displayed(decoded_as_stored(path), orientation)
+    np.testing.assert_array_equal(read_upload(path, "phone.jpg"), shown)
+    out = Demo(model, short_side=SHORT_SIDE, work_dir=tmp_path / "work").run([path], CLASSES)
+    (label_path,) = [p for p in out.downloads if Path(p).name == "phone_label.png"]
+    expected = segment(model, shown, CLASSES, short_side=SHORT_SIDE).labels
+    np.testing.assert_array_equal(np.asarray(Image.open(label_path)), expected)
+    with Image.open(out.overlays[0][0]) as overlay:
+        assert overlay.height >= shown.shape[0] and overlay.width > shown.shape[1]
 
 
 def test_requests_that_cannot_run(model, images, tmp_path: Path, monkeypatch) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from zegclip.cli.predict import PREDICTIONS_FILE, collect_jobs, main
 from zegclip.visualize import palette
 
@@ -530,3 +531,26 @@ def test_read_only_output_folder_is_one_line(tmp_path: Path, capsys, monkeypatch
     code, err = _run([str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "-o", str(tmp_path / "ro")], capsys)
     assert code == 2
     assert err == f"error: cannot write to the output folder {tmp_path / 'ro'}: Read-only file system\n"
+
+
+# ---------------------------------------------------------------- photos with an EXIF orientation tag
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_tagged_photo_is_segmented_and_written_as_a_viewer_shows_it(tmp_path: Path, capsys, orientation) -> None:
+    from zegclip.model.build import zegclip_tiny
+    from zegclip.segmentation import segment
+
+    path = write_oriented_jpeg(tmp_path / "in" / "phone.jpg", stored_pattern(40, 72), orientation)
+    shown = as_displayed(decoded_as_stored(path), orientation)  # what a photo viewer shows
+    argv = [str(path), "--tiny", "--classes", "cat; wall; sky", "--short-side", "32", "-o", str(tmp_path / "out")]
+    assert _run(argv, capsys)[0] == 0
+    torch.manual_seed(0)
+    expected = segment(zegclip_tiny().eval(), shown, "cat; wall; sky", short_side=32).labels
+    label = np.array(Image.open(tmp_path / "out" / "phone_label.png"))
+    assert label.shape == shown.shape[:2]
+    np.testing.assert_array_equal(label, expected)
+    overlay = np.array(Image.open(tmp_path / "out" / "phone_overlay.jpg")).astype(int)
+    height, width = shown.shape[:2]
+    blend = 0.5 * shown + 0.5 * palette(256)[expected]
+    assert np.abs(overlay[:height, :width] - blend).mean() < 8  # JPEG loss; the stored picture would be far off

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from zegclip.cli.prepare import main as prepare_main
 from zegclip.cli.synthetic import main as synthetic_main
 from zegclip.cli.verify import main as verify_main
@@ -372,6 +373,36 @@ def test_verify_classes_lists_and_arguments(tmp_path: Path, capsys) -> None:
     assert verify_main(["folder", "--root", str(tmp_path), "--sample", "0"]) == 2
     assert verify_main(["folder", "--root", str(tmp_path / "nowhere")]) == 1
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_tagged_photos_are_read_as_stored_and_named_by_verify(tmp_path: Path, capsys, orientation: int) -> None:
+    """One rule: labels match the stored pixels; verify names the tagged images and explains a turned label."""
+    _hand_folder(tmp_path, 255)
+    (tmp_path / "images" / "b.JPG").unlink()
+    path = write_oriented_jpeg(tmp_path / "images" / "b.jpg", stored_pattern(12, 10), orientation)
+    sample = FolderSeg(tmp_path, "train")[1]
+    assert sample["id"] == "b" and sample["image"].shape == (12, 10, 3)
+    assert np.abs(sample["image"].astype(int) - decoded_as_stored(path)).mean() < 2  # two JPEG decoders
+    report = verify_folder(tmp_path)
+    assert report.problems == []
+    (warning,) = report.warnings
+    assert warning.startswith("1 image(s) carry an EXIF orientation tag")
+    assert f"b.jpg (orientation {orientation}: shown rotated" in warning and "match the stored pixels" in warning
+    assert verify_main(["folder", "--root", str(tmp_path)]) == 0
+    assert "warning: 1 image(s) carry an EXIF orientation tag" in capsys.readouterr().out
+    # a label drawn on the picture as a viewer shows it
+    label = as_displayed(np.arange(120).reshape(12, 10) % 4, orientation)
+    _write_label(tmp_path / "labels" / "b.png", label)
+    problems = verify_folder(tmp_path).problems
+    if orientation == 3:  # same size: only the warning can tell
+        assert problems == []
+    else:
+        (problem,) = problems
+        hint = f"(the label fits the image as a viewer shows it, EXIF orientation {orientation})"
+        assert f"b.png 12x10 vs image 10x12 {hint}" in problem
+        with pytest.raises(DatasetError, match="label is 12x10"):
+            FolderSeg(tmp_path, "train")[1]
 
 
 # --------------------------------------------------------------------------- predict

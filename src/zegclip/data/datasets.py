@@ -56,8 +56,13 @@ class DatasetError(ZegCLIPError, ValueError):
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 RGB, H x W x 3 (OpenCV, as mmcv does)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # H x W x 3 BGR, EXIF-rotated
+    """Decode an image file to uint8 RGB, H x W x 3 (OpenCV, as mmcv does), as stored.
+
+    The EXIF orientation tag is ignored: the labels of VOC, COCO, ADE20K (and of a folder
+    dataset, by the same rule) are drawn on the stored pixels, which ``zegclip verify``
+    compares them with. ``zegclip predict`` applies the tag instead (what a viewer shows).
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # H x W x 3 BGR
     if image is None:
         raise DatasetError(f"{path}: cannot decode image (expected a JPEG/PNG file)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -38,7 +38,15 @@ from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data import layouts
 from zegclip.data.classes import FOLDER, DatasetInfo
 from zegclip.data.datasets import DatasetError, SegDataset, Transform, _layout_samples, check_same_size, read_image
-from zegclip.data.verify import DEFAULT_SAMPLE, VerifyReport, check_presence, examples
+from zegclip.data.verify import (
+    DEFAULT_SAMPLE,
+    VerifyReport,
+    check_presence,
+    examples,
+    image_size,
+    orientation_warning,
+    size_mismatch,
+)
 from zegclip.segmentation import VocabularyError, parse_vocabulary
 
 __all__ = [
@@ -358,8 +366,9 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     classes.txt readable, non-empty, without repeated names; both split lists present;
     every listed id with one image and a label; every label single-channel, of the image's
     size, with values 0..C-1 or ``ignore_index`` (1..C or 0 for ``ignore_index=0``);
-    ``sample`` images (fixed seed) fully decoded. Warnings: ids in both lists, and classes
-    no label of a split holds (a class never in train is learnt from no pixel).
+    ``sample`` images (fixed seed) fully decoded. Warnings: ids in both lists, classes
+    no label of a split holds (a class never in train is learnt from no pixel), and images
+    with an EXIF orientation tag (labels apply to the stored pixels).
     """
     root = Path(root)
     report = VerifyReport(histogram=np.zeros(_WIDE_IGNORE + 1, dtype=np.int64))
@@ -376,7 +385,7 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     valid = label_table(info)[1] if info is not None else None
     per_split = {split: np.zeros(_WIDE_IGNORE + 1, dtype=np.int64) for split in items}
     colour: dict[str, list[Path]] = {}
-    bad_mode, bad_size, unreadable = [], [], []
+    bad_mode, bad_size, unreadable, tagged = [], [], [], []
     bad_values: dict[int, list[Path]] = {}
     done: dict[Path, np.ndarray | None] = {}  # label -> its histogram (None: unusable)
     for split, rows in items.items():
@@ -385,7 +394,7 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
                 continue
             if label_path not in done:
                 done[label_path] = _check_label(
-                    image_path, label_path, valid, colour, bad_mode, bad_size, bad_values, unreadable
+                    image_path, label_path, valid, colour, bad_mode, bad_size, bad_values, unreadable, tagged
                 )
             counts = done[label_path]
             if counts is not None:
@@ -401,6 +410,8 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     for counts in per_split.values():
         report.histogram += counts
     _report_labels(info, colour, bad_mode, bad_size, bad_values, unreadable, report)
+    if tagged:
+        report.warnings.append(orientation_warning(tagged))
     if info is not None:
         offset = 1 if info.label_ignore == 0 else 0
         for split, counts in per_split.items():
@@ -420,6 +431,7 @@ def _check_label(
     bad_size: list[str],
     bad_values: dict[int, list[Path]],
     unreadable: list[str],
+    tagged: list[str],
 ) -> np.ndarray | None:
     """Read one label and its image's size; the label's value counts, or None if unusable."""
     try:
@@ -436,13 +448,12 @@ def _check_label(
         unreadable.append(_unreadable(label_path, err))
         return None
     try:
-        with Image.open(image_path) as im:
-            width, height = im.size
+        width, height, orientation = image_size(image_path, tagged)
     except Exception as err:
         unreadable.append(_unreadable(image_path, err))
         return None
     if label.shape != (height, width):
-        bad_size.append(f"{label_path} {label.shape[1]}x{label.shape[0]} vs image {width}x{height}")
+        bad_size.append(size_mismatch(label_path, label.shape, width, height, orientation))
     counts = np.bincount(label.ravel(), minlength=_WIDE_IGNORE + 1)
     if valid is not None:
         for value in np.flatnonzero((counts > 0) & ~valid):
