@@ -19,6 +19,24 @@ class ZegCLIPError(Exception):
     exit_code = 2
     prefix = "error"
 
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_from_worker(args[0], type(self).__name__),)
+        super().__init__(*args)
+
+
+def _from_worker(message: str, name: str) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker.
+
+    PyTorch re-raises a worker's exception as a new one of the same class whose message is
+    ``Caught <Name> in DataLoader worker process N.`` plus the worker's whole traceback; its
+    last line is ``<module>.<Name>: <message>``. Any other message is returned unchanged.
+    """
+    if not message.startswith(f"Caught {name} ") or "\nOriginal Traceback" not in message:
+        return message
+    head, sep, original = message.rstrip().splitlines()[-1].partition(": ")
+    return original if sep and head.rsplit(".", 1)[-1] == name else message
+
 
 def user_error(err: BaseException) -> ZegCLIPError | None:
     """The ZegCLIPError behind ``err``, looking through wrappers (Hydra wraps what it builds)."""

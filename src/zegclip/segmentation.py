@@ -135,7 +135,7 @@ def parse_vocabulary(spec: str | os.PathLike | Sequence[str | Sequence[str]]) ->
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and os.path.isfile(spec)):
         path = Path(spec)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a Windows editor's BOM dropped
         except (OSError, UnicodeDecodeError) as err:
             raise VocabularyError(f"cannot read the vocabulary file {path}: {err}") from err
         lines = [line.split("#", 1)[0] for line in lines]

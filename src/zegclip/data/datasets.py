@@ -118,10 +118,14 @@ def read_label16(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read label PNG ({err})") from err
 
 
-def _read_id_list(path: Path) -> list[str]:
+def _read_id_list(name: str, root: str | Path, split: str) -> list[str]:
+    path = layouts.split_file(name, root, split)
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found (expected one image id per line)")
-    return layouts.read_ids(path)
+    try:
+        return layouts.split_ids(name, root, split)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: split file is not UTF-8 text ({err})") from err
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -161,8 +165,8 @@ def _layout_samples(name: str, root: str | Path, split: str) -> list[layouts.Row
         return rows
     samples: list[layouts.Row] = []
     for part in layouts.reader_lists(name, split):
-        ids = _read_id_list(layouts.split_file(name, root, part))
-        lists = {p: _read_id_list(layouts.split_file(name, root, p)) for p in lay.merged_lists.get(part, ())}
+        ids = _read_id_list(name, root, part)
+        lists = {p: _read_id_list(name, root, p) for p in lay.merged_lists.get(part, ())}
         rows = layouts.split_items(name, root, part, ids, lists)
         _check_present([image for _i, image, _label in rows], "image")
         _check_present([label for _i, _image, label in rows], "label")

@@ -113,8 +113,12 @@ def _check_ignore(ignore_index: int, num_classes: int) -> None:
         raise FolderError(f"{num_classes} classes do not fit in 16-bit labels next to the ignore value")
 
 
-def folder_info(root: str | Path | None, unseen: Sequence[str] = (), ignore_index: int = IGNORE_INDEX) -> FolderInfo:
+def folder_info(
+    root: str | Path | None, unseen: Sequence[str] | str = (), ignore_index: int = IGNORE_INDEX
+) -> FolderInfo:
     """The classes of the folder dataset at ``root``, with ``unseen`` (names, any synonym, any case).
+
+    ``unseen`` is a list of names, or one string: a single name, or names separated by ``;`` or ``,``.
 
     Raises:
         FolderError: ``root`` is None or not a folder, classes.txt cannot be used, a name
@@ -131,6 +135,8 @@ def folder_info(root: str | Path | None, unseen: Sequence[str] = (), ignore_inde
     synonyms = tuple(tuple(names) for names in read_classes(root))
     names = tuple(s[0] for s in synonyms)
     index = {name.lower(): k for k, group in enumerate(synonyms) for name in group}
+    if isinstance(unseen, str):  # data.unseen=cat (no brackets): one name, or names split by ; or ,
+        unseen = unseen.replace(";", ",").split(",")
     wanted = [" ".join(str(name).split()) for name in unseen if str(name).strip()]
     unknown = [name for name in wanted if name.lower() not in index]
     if unknown:
@@ -269,7 +275,7 @@ class FolderSeg(SegDataset):
 def _write_list(path: Path, ids: Sequence[str]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text("".join(f"{i}\n" for i in ids))
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -335,7 +341,10 @@ def _read_lists(root: Path, report: VerifyReport) -> dict[str, list[layouts.Row]
             )
             continue
         try:
-            ids = layouts.read_ids(path)
+            ids = layouts.split_ids(FOLDER, root, split)
+        except layouts.IdListError as err:
+            report.problems.append(str(err))
+            continue
         except (OSError, UnicodeDecodeError) as err:
             report.problems.append(f"cannot read split list {path}: {err}")
             continue
