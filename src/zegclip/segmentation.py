@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zegclip.data.classes import DATASETS
+from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIP
 from zegclip.model.inference import short_side_size
 
@@ -52,12 +53,16 @@ Vocabulary = list[list[str]]
 """One list of synonyms per class; the first name is the class's display name."""
 
 
-class VocabularyError(ValueError):
+class VocabularyError(ZegCLIPError, ValueError):
     """A class list that cannot be used (empty, duplicated names, unknown seen names)."""
 
 
-class ImageReadError(ValueError):
+class ImageReadError(ZegCLIPError, ValueError):
     """An image that cannot be read or has an unusable layout; the message names it."""
+
+
+class DeviceError(ZegCLIPError, ValueError):
+    """A device that is not there (CUDA asked for on a machine without it)."""
 
 
 class ScaleWarning(UserWarning):
@@ -344,7 +349,7 @@ def resolve_device(device: str | torch.device | None, model: ZegCLIP) -> torch.d
         return model.pixel_mean.device
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        raise DeviceError("device 'cuda' requested but CUDA is not available; use --device cpu")
     return device
 
 

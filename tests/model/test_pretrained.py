@@ -109,3 +109,50 @@ def test_foreign_or_newer_folders_are_clear_errors(tiny_model, tmp_path, config,
     with pytest.raises(CheckpointError) as info:
         load_model(folder)
     assert message in str(info.value)
+
+
+def _edit_config(folder: Path, edit) -> Path:
+    path = folder / CONFIG_NAME
+    payload = json.loads(path.read_text())
+    edit(payload)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["config"].update(clip_model="ViT-Nope-99"), "config key 'clip_model' is 'ViT-Nope-99', not an"),
+        (lambda p: p.pop("config"), "key 'config' is missing; expected an object of build_zegclip arguments"),
+        (lambda p: p["config"].update(colour="blue"), "unknown config key(s) 'colour'; expected build_zegclip"),
+        (lambda p: p.update(format_version="1"), "key 'format_version' must be a whole number (1), got '1'"),
+        (lambda p: p.update(config="hello"), "key 'config' is a str, not an object; expected an object of"),
+        (lambda p: p.update(info=[1, 2]), "key 'info' is a list, not an object"),
+    ],
+    ids=["unknown_clip_model", "no_config_key", "unknown_key", "version_as_text", "config_as_text", "info_as_list"],
+)
+def test_a_hand_edited_config_json_is_one_line_naming_the_file_and_key(tiny_model, tmp_path, edit, message):
+    folder = tiny_model.save_pretrained(tmp_path / "model")
+    path = _edit_config(folder, edit)
+    with pytest.raises(CheckpointError) as info:
+        load_model(folder)
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+    assert "upgrade" not in text and "ViT-B-32-quickgelu" not in text  # no advice to upgrade, no list of every model
+
+
+def test_a_hand_edited_config_json_through_predict_is_one_line(tiny_model, tmp_path):
+    from PIL import Image
+
+    folder = tiny_model.save_pretrained(tmp_path / "model")
+    path = _edit_config(folder, lambda p: p["config"].update(clip_model="ViT-Nope-99"))
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    proc = subprocess.run(
+        ["zegclip", "predict", str(tmp_path / "a.png"), "--checkpoint", str(folder), "--classes", "cat"]
+        + ["-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {path}: config key 'clip_model'") and proc.stderr.count("\n") == 1

@@ -39,8 +39,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from zegclip.data.classes import DATASETS
-from zegclip.errors import ZegCLIPError
-from zegclip.model import CheckpointError, CLIPLoadError, ZegCLIP, load_model
+from zegclip.errors import UsageError, ensure_writable_folder, run_command
+from zegclip.model import ZegCLIP, load_model
 from zegclip.model.build import zegclip_tiny
 from zegclip.segmentation import (
     MAX_ASPECT_RATIO,
@@ -51,7 +51,6 @@ from zegclip.segmentation import (
     ScaleWarning,
     SegmentResult,
     Vocabulary,
-    VocabularyError,
     load_image,
     parse_vocabulary,
     resolve_device,
@@ -64,10 +63,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PREDICTIONS_FILE = "predictions.jsonl"
 LABEL_SUFFIX = "_label.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
-
-
-class UsageError(ZegCLIPError):
-    """A problem with the command line or its configuration (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -343,11 +338,7 @@ def load_checkpoint_model(args: argparse.Namespace) -> ZegCLIP:
     if args.tiny:
         torch.manual_seed(0)
         return zegclip_tiny()
-    try:
-        return load_model(args.checkpoint, map_location="cpu")
-    except (KeyError, TypeError) as err:  # a ZegCLIP-like file whose weights or config do not fit
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise UsageError(f"{args.checkpoint}: cannot build a ZegCLIP from this checkpoint ({message})") from err
+    return load_model(args.checkpoint, map_location="cpu")  # a file that does not fit: CheckpointError
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -365,19 +356,7 @@ def prepare_output(output: Path) -> None:
     """Create the output folder and check it is writable (before the model loads)."""
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} exists and is not a folder")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create the output folder {output}: {err.strerror or err}") from err
-    probe = output / f".zegclip-write-test.{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-    except OSError as err:
-        raise UsageError(f"cannot write to the output folder {output}: {err.strerror or err}") from err
-    try:
-        probe.unlink()
-    except OSError as err:
-        raise UsageError(f"cannot remove files from the output folder {output}: {err.strerror or err}") from err
+    ensure_writable_folder(output)
 
 
 def one_line(err: BaseException) -> str:
@@ -518,12 +497,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zegclip-predict`` / ``python -m zegclip.predict``."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, VocabularyError, CheckpointError, CLIPLoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

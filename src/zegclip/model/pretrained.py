@@ -191,11 +191,21 @@ def read_pretrained(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str
             f"{f', a {kind} model' if kind else ''}); zegclip writes format {FORMAT!r} with model.save_pretrained"
         )
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{config_path}: key 'format_version' must be a whole number (1), got {version!r}")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{config_path}: format version {version!r}, but this zegclip reads up to {FORMAT_VERSION}; "
             "upgrade zegclip to load it"
         )
+    for key, required in (("config", True), ("info", False)):
+        value = payload.get(key)
+        if (required or value is not None) and not isinstance(value, dict):
+            what = "missing" if key not in payload else f"a {type(value).__name__}, not an object"
+            raise ValueError(
+                f"{config_path}: key {key!r} is {what}; expected an object of "
+                + ("build_zegclip arguments" if key == "config" else "training facts (dataset, classes, metrics)")
+            )
     if not weights_path.is_file():
         raise ValueError(f"{folder}: {WEIGHTS_NAME} is missing")
     try:

@@ -20,6 +20,7 @@ from zegclip.training.config import (
     build_trainer,
     resolve_ckpt_path,
     run_cli,
+    run_hydra,
     save_resolved,
     validate_config,
     write_metrics,
@@ -89,8 +90,13 @@ def export_best(trainer: L.Trainer, module: ZegCLIPModule, cfg: DictConfig, metr
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     run_cli(train, cfg)
+
+
+def main() -> None:
+    """``zegclip train`` / ``python -m zegclip.train``: Hydra overrides from the command line."""
+    run_hydra(hydra_app)
 
 
 if __name__ == "__main__":
