@@ -22,11 +22,12 @@ import logging
 import multiprocessing
 import os
 import shutil
+import stat
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -196,6 +197,57 @@ def _read_stamp(folder: Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else None
 
 
+def _inside(root: str, path: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def _unsafe_member(member: tarfile.TarInfo, dest: Path) -> str | None:
+    """Why ``member`` may not be extracted into ``dest``, or None: checked here on every Python.
+
+    ``tarfile``'s ``data`` filter does the same where it exists (Python 3.12, and 3.8-3.11
+    since their 2023 security releases); without it (3.10.0-3.10.11, 3.11.0-3.11.3) tarfile
+    writes wherever a member points. Paths are resolved on disk (``realpath``), so a member
+    written through a link extracted before it is caught too.
+    """
+    name = member.name
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor:
+        return "an absolute path"
+    root = os.path.realpath(dest)
+    if not _inside(root, os.path.realpath(os.path.join(root, name))):
+        return "a path outside the extraction folder"
+    if member.issym() or member.islnk():
+        if PurePosixPath(member.linkname).is_absolute() or PureWindowsPath(member.linkname).anchor:
+            return f"a link to the absolute path {member.linkname}"
+        base = os.path.dirname(os.path.join(root, name)) if member.issym() else root  # hard links: from the top
+        if not _inside(root, os.path.realpath(os.path.join(base, member.linkname))):
+            return f"a link to {member.linkname}, outside the extraction folder"
+    elif not (member.isfile() or member.isdir()):
+        return "a device or pipe, not a file"
+    return None
+
+
+def _extract_tar(archive: Path, dest: Path, members: str | None) -> None:
+    """Extract a tar archive member by member, each checked by :func:`_unsafe_member` first.
+
+    Raises:
+        PrepareError: a member would be written outside ``dest`` or is a device; nothing
+            after it is extracted.
+    """
+    data_filter = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    with tarfile.open(archive) as tf:
+        for member in tqdm(tf, desc=f"extract {archive.name}", unit="file"):
+            if members is not None and not member.name.startswith(members):
+                continue
+            why = _unsafe_member(member, dest)
+            if why is not None:
+                raise PrepareError(f"refusing to extract {archive}: member {member.name!r} is {why}")
+            if not data_filter:  # what the data filter also does: no set-id bits, no foreign owner
+                member.mode &= ~(stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH)
+                if hasattr(os, "getuid"):  # POSIX: tarfile gives files the archive's owner when run as root
+                    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+            tf.extract(member, dest, **data_filter)
+
+
 def _extract(archive: Path, extract_root: Path, members: str | None = None) -> Path:
     """Extract ``archive`` into ``extract_root/<archive name>`` and return that folder.
 
@@ -233,11 +285,7 @@ def _extract(archive: Path, extract_root: Path, members: str | None = None) -> P
                 for name in tqdm(names, desc=f"extract {archive.name}", unit="file"):
                     zf.extract(name, partial)
         elif tarfile.is_tarfile(archive):
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            with tarfile.open(archive) as tf:
-                for member in tqdm(tf, desc=f"extract {archive.name}", unit="file"):
-                    if members is None or member.name.startswith(members):
-                        tf.extract(member, partial, **safe)
+            _extract_tar(archive, partial, members)
         else:
             raise PrepareError(f"{archive} is neither a tar nor a zip archive (incomplete or wrong download?)")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
