@@ -367,20 +367,28 @@ def test_context_mapping(tmp_path: Path, form: str) -> None:
     assert (out / CTX / "JPEGImages/2008_000007.jpg").is_file()
 
 
-def test_context_lists_from_json_phase(tmp_path: Path, caplog) -> None:
+@pytest.fixture
+def fake_benchmark_count(monkeypatch):
+    """The fake data's one val image counts as the benchmark's 5,104, so derived lists are taken."""
+    from zegclip.data.prepare import context
+
+    monkeypatch.setattr(context, "CONTEXT_VAL_IMAGES", len(CONTEXT_IDS["val_ids"]))
+
+
+def test_context_lists_from_json_phase(tmp_path: Path, caplog, fake_benchmark_count) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_context_raw(raw, **CONTEXT_IDS, form="json", lists=False, archive=False)
     with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
         assert prepare_context(raw, out, workers=2) == {"train": 2, "val": 1}
-    assert "'phase'" in caplog.text
+    assert "context: train ids from the 'phase'" in caplog.text and "context: val ids from the 'phase'" in caplog.text
 
 
-def test_context_lists_derived_from_voc2010(tmp_path: Path, caplog) -> None:
+def test_context_lists_derived_from_voc2010(tmp_path: Path, caplog, fake_benchmark_count) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_context_raw(raw, **CONTEXT_IDS, form="mat", lists=False)
     with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
         prepare_context(raw, out, workers=1)
-    assert "derived them from VOC2010" in caplog.text
+    assert "ImageSets/Main/train.txt (the annotated ids among them)" in caplog.text
     sets = out / CTX / "ImageSets/SegmentationContext"
     # the unannotated ids of the Main lists are dropped
     assert read_split(sets / "train.txt") == CONTEXT_IDS["train_ids"]

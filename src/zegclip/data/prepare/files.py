@@ -322,6 +322,22 @@ class Download:
     members: str | None = None
     """If set, only the archive members whose names start with it are extracted (a part of a
     large archive: the full ADE20K release's validation images)."""
+    any_zip_name: bool = False
+    """Without ``archive`` in ``--raw``, take any ``*.zip`` there that holds ``inner`` (the ADE20K
+    site names its downloads ``<username>_<hash>.zip``)."""
+
+
+def _zip_holding(raw: Path, download: Download) -> Path | None:
+    """The first ``*.zip`` in ``raw`` with a member under ``download.inner`` (its directory only is read)."""
+    prefix = download.inner.rstrip("/") + "/"
+    for path in sorted(raw.glob("*.zip")):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if any(name.startswith(prefix) for name in zf.namelist()):
+                    return path
+        except (zipfile.BadZipFile, OSError):  # another download, or one cut short: not this one
+            continue
+    return None
 
 
 def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> Path | None:
@@ -353,6 +369,12 @@ def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> 
     if d.archive is not None:
         path = raw / d.archive
         looked.append(str(path))
+        if not path.is_file() and d.any_zip_name:
+            looked.append(f"any *.zip in {raw} holding {d.inner}/")
+            found = _zip_holding(raw, d)
+            if found is not None:
+                logger.info("%s: the %s, recognised by its content", found, d.what)
+                path = found
         if path.is_file():
             cand = _extract(path, out / EXTRACT_DIR, d.members) / d.inner
             lacks = missing(cand) if cand.is_dir() else [d.inner + "/"]
@@ -364,6 +386,8 @@ def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> 
     if optional:
         return None
     expected = f"folder {d.folders[0]}/" + (f" or archive {d.archive}" if d.archive else "")
+    if d.any_zip_name:
+        expected += f" (under any name: a zip holding {d.inner}/ is recognised)"
     raise PrepareError(f"{d.what} not found: expected {expected} in {raw} (looked for {', '.join(looked)})")
 
 
