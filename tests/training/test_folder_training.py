@@ -230,3 +230,25 @@ def test_a_single_unseen_name_without_brackets(compose_cfg, tmp_path):
     assert module.train_ids == tuple(
         i for i in range(len(SYNTHETIC_CLASSES)) if SYNTHETIC_CLASSES[i] != "magenta stripes"
     )
+
+
+def test_model_folders_from_training_are_portable_and_complete(trained, tmp_path):
+    """The run's own model folder and one saved from its last.ckpt: no local path; dataset, classes, step, scores."""
+    from zegclip.model import load_model
+
+    out, metrics, _ = trained
+    exported = out / "model"
+    config_text = (exported / "config.json").read_text()
+    assert str(out) not in config_text and str(out.parent) not in config_text  # no /home/me/outputs/...
+    info = json.loads(config_text)["info"]
+    assert info["checkpoint"].startswith("checkpoints/best_step") and info["source"] == info["checkpoint"]
+    card = (exported / "README.md").read_text()
+    assert "## Evaluation" in card and "| folder | val |" in card and "ORG/NAME" not in card
+    folder = load_model(out / "checkpoints" / "last.ckpt").save_pretrained(tmp_path / "shared")
+    info = json.loads((folder / "config.json").read_text())["info"]
+    assert info["dataset"] == "folder" and info["setting"] == "inductive" and info["step"] == 4
+    assert info["class_names"] == list(SYNTHETIC_CLASSES)
+    assert info["unseen"] == ["magenta stripes", "cyan checkerboard"]
+    assert info["metrics"]["val/hIoU"] == pytest.approx(metrics["val/hIoU"], abs=1e-4)
+    card = (folder / "README.md").read_text()
+    assert "Unseen classes (2): magenta stripes, cyan checkerboard" in card and "| folder | val | 4 |" in card
