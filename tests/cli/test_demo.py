@@ -179,7 +179,19 @@ def test_a_tagged_photo_is_shown_and_labelled_as_a_viewer_shows_it(model, tmp_pa
     expected = segment(model, shown, CLASSES, short_side=SHORT_SIDE).labels
     np.testing.assert_array_equal(np.asarray(Image.open(label_path)), expected)
     with Image.open(out.overlays[0][0]) as overlay:
-        assert overlay.height >= shown.shape[0] and overlay.width > shown.shape[1]
+        assert overlay.size == (shown.shape[1], shown.shape[0])  # the photo as shown; the page draws the legend
+
+
+def test_the_overlay_is_the_photo_for_any_vocabulary(model, images, tmp_path: Path) -> None:
+    """Chinese, Cyrillic, emoji, a 4,500-character name, 100 classes: the page's legend, the photo's overlay."""
+    long_name = ("very long class name " * 215).strip()
+    vocabulary = "; ".join(["猫", "кошка", "🐈", long_name, *(f"thing {k}" for k in range(96))])
+    out = Demo(model, short_side=SHORT_SIDE, work_dir=tmp_path).run([images["good.png"]], vocabulary)
+    with Image.open(out.overlays[0][0]) as overlay, Image.open(images["good.png"]) as photo:
+        assert overlay.size == photo.size
+    for name in ("猫", "кошка", "🐈"):
+        assert f'data-class="{name}"' in out.legend_html or name not in out.records[0]["areas"]
+    assert [Path(p).name for p in out.downloads] == ["good_label.png", "predictions.jsonl"]
 
 
 def test_requests_that_cannot_run(model, images, tmp_path: Path, monkeypatch) -> None:

@@ -270,10 +270,10 @@ def test_a_write_error_does_not_stop_the_others(tmp_path: Path, capsys, monkeypa
 
     real = predict.overlay_image
 
-    def failing(image, result, alpha=0.5):
+    def failing(image, result, **kwargs):
         if image.shape[:2] == (30, 20):
             raise ValueError("image too large for the JPEG encoder")
-        return real(image, result, alpha)
+        return real(image, result, **kwargs)
 
     monkeypatch.setattr(predict, "overlay_image", failing)
     _write_images(tmp_path / "in", {"a.png": (20, 30), "b.png": (30, 20), "c.png": (20, 30)})

@@ -11,8 +11,8 @@ imports Gradio. The page runs offline (no analytics, fonts or scripts from elsew
 Each request runs the code of ``zegclip predict`` (:mod:`zegclip.cli.predict`): the same
 vocabulary syntax (``;`` between classes, ``,`` between synonyms, or a dataset name), the
 same segmentation (:func:`zegclip.segmentation.segment_batch`) and the same outputs: the
-overlay with its legend, the label PNG and the ``predictions.jsonl`` record, offered as
-downloads. Bad input (an empty or repeated vocabulary, a file that is not an image, an
+overlay (the photo alone: the page draws the legend, in any script, beside it), the label
+PNG (``<image>_label.png``) and the ``predictions.jsonl`` record, offered as downloads. Bad input (an empty or repeated vocabulary, a file that is not an image, an
 image above the pixel limit) gives a message in the page; the app stays up.
 """
 
@@ -308,8 +308,8 @@ class Demo:
                 if isinstance(result, Exception):
                     out.problems.append(f"{job.image}: cannot segment: {one_line(result)}")
                     continue
-                try:
-                    record = write_outputs(job, image, result, output)
+                try:  # the page shows the legend (any script, any length): the overlay is the photo alone
+                    record = write_outputs(job, image, result, output, legend=False)
                 except Exception as err:
                     out.problems.append(f"{job.image}: cannot write the outputs: {one_line(err)}")
                     continue

@@ -266,11 +266,12 @@ def place_outputs(jobs: Sequence[Job], output: Path, ours: set[FileId]) -> list[
     return placed
 
 
-def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Path) -> dict:
-    """Label PNG, overlay JPEG, then the JSON line (last, so a listed image is complete)."""
+def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Path, *, legend: bool = True) -> dict:
+    """Label PNG, overlay JPEG (its legend drawn unless ``legend`` is False), then the JSON line
+    (last, so a listed image is complete)."""
     label_path, overlay_path = output_paths(output, job.stem)
     _save_atomic(label_image(result.labels), label_path, "PNG")
-    _save_atomic(overlay_image(image, result), overlay_path, "JPEG", quality=90)
+    _save_atomic(overlay_image(image, result, legend=legend), overlay_path, "JPEG", quality=90)
     record = {
         "image": str(job.image),
         "label_png": str(label_path.relative_to(output)),
