@@ -12,8 +12,9 @@ Each request runs the code of ``zegclip predict`` (:mod:`zegclip.cli.predict`): 
 vocabulary syntax (``;`` between classes, ``,`` between synonyms, or a dataset name), the
 same segmentation (:func:`zegclip.segmentation.segment_batch`) and the same outputs: the
 overlay (the photo alone: the page draws the legend, in any script, beside it), the label
-PNG (``<image>_label.png``) and the ``predictions.jsonl`` record, offered as downloads. Bad input (an empty or repeated vocabulary, a file that is not an image, an
-image above the pixel limit) gives a message in the page; the app stays up.
+PNG (``<image>_label.png``) and the ``predictions.jsonl`` record, offered as downloads. Bad
+input (an empty or repeated vocabulary, a file that is not an image, an image above the pixel
+limit) gives a message in the page; the app stays up.
 """
 
 from __future__ import annotations
