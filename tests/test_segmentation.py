@@ -76,6 +76,13 @@ def test_parse_vocabulary_file(tmp_path: Path) -> None:
     assert parse_vocabulary(path) == expected
 
 
+def test_parse_vocabulary_file_from_a_windows_editor(tmp_path: Path) -> None:
+    """Notepad's UTF-8: a byte-order mark first and CRLF line ends; neither is part of a name."""
+    path = tmp_path / "classes.txt"
+    path.write_bytes("red stripes\r\ngrass, lawn \r\n".encode("utf-8-sig"))
+    assert parse_vocabulary(path) == [["red stripes"], ["grass", "lawn"]]
+
+
 @pytest.mark.parametrize("spec", ["", " ; ;", [], [[]], ", ,"])
 def test_empty_vocabulary_is_an_error(spec) -> None:
     with pytest.raises(VocabularyError, match="empty"):

@@ -20,10 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIP
 
 INPUT_NAMES = ("images", "class_embeddings")
 OUTPUT_NAMES = ("mask_logits",)
+
+
+class ExportError(ZegCLIPError, ValueError):
+    """An export that cannot be written as asked (image size, output path); the message says why."""
 
 
 class MaskLogits(nn.Module):
@@ -37,6 +42,28 @@ class MaskLogits(nn.Module):
     def forward(self, images: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
         """Normalised images B x 3 x H x W, class embeddings C x D -> logits B x C x h x w."""
         return self.model(images, class_embeddings).logits
+
+
+def check_export(model: ZegCLIP, path: str | os.PathLike, height: int, width: int) -> None:
+    """Refuse, before any tracing, an image size the patches do not tile or an output path that is a folder.
+
+    Raises:
+        ExportError: naming the size or the path.
+    """
+    patch = model.patch_size
+    if height < patch or width < patch or height % patch or width % patch:
+        raise ExportError(
+            f"height and width must be positive multiples of the patch size {patch}, got {height} x {width}"
+        )
+    check_output(path)
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """``path`` as the file to write; ExportError when it is an existing folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder; give the .onnx file to write, e.g. {path / 'zegclip.onnx'}")
+    return path
 
 
 def export_onnx(
@@ -60,10 +87,11 @@ def export_onnx(
 
     Returns:
         The path written.
+
+    Raises:
+        ExportError: the size is not a multiple of the patch size, or ``path`` is a folder.
     """
-    patch = model.patch_size
-    if height % patch or width % patch:
-        raise ValueError(f"height and width must be multiples of the patch size {patch}, got {height} x {width}")
+    check_export(model, path, height, width)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zegclip.data.classes import DATASETS
+from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIP
 from zegclip.model.inference import short_side_size
 
@@ -52,12 +53,16 @@ Vocabulary = list[list[str]]
 """One list of synonyms per class; the first name is the class's display name."""
 
 
-class VocabularyError(ValueError):
+class VocabularyError(ZegCLIPError, ValueError):
     """A class list that cannot be used (empty, duplicated names, unknown seen names)."""
 
 
-class ImageReadError(ValueError):
+class ImageReadError(ZegCLIPError, ValueError):
     """An image that cannot be read or has an unusable layout; the message names it."""
+
+
+class DeviceError(ZegCLIPError, ValueError):
+    """A device that is not there (CUDA asked for on a machine without it)."""
 
 
 class ScaleWarning(UserWarning):
@@ -135,7 +140,7 @@ def parse_vocabulary(spec: str | os.PathLike | Sequence[str | Sequence[str]]) ->
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and os.path.isfile(spec)):
         path = Path(spec)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a Windows editor's BOM dropped
         except (OSError, UnicodeDecodeError) as err:
             raise VocabularyError(f"cannot read the vocabulary file {path}: {err}") from err
         lines = [line.split("#", 1)[0] for line in lines]
@@ -217,7 +222,11 @@ def _pil_to_rgb(pil: Image.Image) -> np.ndarray:
 
 
 def load_image(image: ImageInput) -> np.ndarray:
-    """Read an image as H x W x 3 uint8 RGB (EXIF orientation applied to files).
+    """Read an image as H x W x 3 uint8 RGB; a file's EXIF orientation tag is applied.
+
+    This is the rule of predict and the demo: the image as a viewer shows it, labels
+    written in that orientation. Readers of labelled images use the stored pixels instead
+    (``zegclip.data.datasets.read_image``). Arrays and PIL images are taken as given.
 
     High bit depths are scaled, not clipped: 16-bit images (PIL modes ``I;16*``, uint16
     arrays) become round(value / 257); 32-bit integer images (mode ``I``) the same when
@@ -340,7 +349,7 @@ def resolve_device(device: str | torch.device | None, model: ZegCLIP) -> torch.d
         return model.pixel_mean.device
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        raise DeviceError("device 'cuda' requested but CUDA is not available; use --device cpu")
     return device
 
 

@@ -27,6 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from zegclip.cli.demo import (
     Demo,
     DemoError,
@@ -152,12 +153,12 @@ def test_requests_give_predict_records_and_the_areas_of_segment(model, images, t
         stem = Path(name).stem
         assert record == {  # the record of zegclip predict, naming the uploaded file
             "image": name,
-            "label_png": f"{stem}.png",
+            "label_png": f"{stem}_label.png",  # the download is named after the image and "label"
             "overlay": f"{stem}_overlay.jpg",
             "classes": ["cat", "grass", "sky"],
             "areas": {k: round(v, 4) for k, v in result.areas().items()},
         }
-        label_path = next(p for p in out.downloads if Path(p).name == f"{stem}.png")
+        label_path = next(p for p in out.downloads if Path(p).name == f"{stem}_label.png")
         assert np.array_equal(np.asarray(Image.open(label_path)), result.labels)
         rows += [[name, k, round(v, 1)] for k, v in result.areas().items()]
     assert out.table == rows
@@ -166,6 +167,31 @@ def test_requests_give_predict_records_and_the_areas_of_segment(model, images, t
     assert jsonl.name == "predictions.jsonl"
     assert [json.loads(line) for line in jsonl.read_text().splitlines()] == out.records
     assert 'data-class="grass"' in out.legend_html and out.legend_html.count('class="zc-legend"') == 2
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_a_tagged_photo_is_shown_and_labelled_as_a_viewer_shows_it(model, tmp_path: Path, orientation) -> None:
+    path = write_oriented_jpeg(tmp_path / "phone.jpg", stored_pattern(48, 80), orientation)
+    shown = as_displayed(decoded_as_stored(path), orientation)
+    np.testing.assert_array_equal(read_upload(path, "phone.jpg"), shown)
+    out = Demo(model, short_side=SHORT_SIDE, work_dir=tmp_path / "work").run([path], CLASSES)
+    (label_path,) = [p for p in out.downloads if Path(p).name == "phone_label.png"]
+    expected = segment(model, shown, CLASSES, short_side=SHORT_SIDE).labels
+    np.testing.assert_array_equal(np.asarray(Image.open(label_path)), expected)
+    with Image.open(out.overlays[0][0]) as overlay:
+        assert overlay.size == (shown.shape[1], shown.shape[0])  # the photo as shown; the page draws the legend
+
+
+def test_the_overlay_is_the_photo_for_any_vocabulary(model, images, tmp_path: Path) -> None:
+    """Chinese, Cyrillic, emoji, a 4,500-character name, 100 classes: the page's legend, the photo's overlay."""
+    long_name = ("very long class name " * 215).strip()
+    vocabulary = "; ".join(["猫", "кошка", "🐈", long_name, *(f"thing {k}" for k in range(96))])
+    out = Demo(model, short_side=SHORT_SIDE, work_dir=tmp_path).run([images["good.png"]], vocabulary)
+    with Image.open(out.overlays[0][0]) as overlay, Image.open(images["good.png"]) as photo:
+        assert overlay.size == photo.size
+    for name in ("猫", "кошка", "🐈"):
+        assert f'data-class="{name}"' in out.legend_html or name not in out.records[0]["areas"]
+    assert [Path(p).name for p in out.downloads] == ["good_label.png", "predictions.jsonl"]
 
 
 def test_requests_that_cannot_run(model, images, tmp_path: Path, monkeypatch) -> None:
@@ -312,11 +338,11 @@ def test_page_in_a_real_browser(served: str, model, images: dict[str, Path], tmp
                 expect(overlay).to_be_visible()
                 page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle())
                 links = dict(page.locator("#zc-downloads a").evaluate_all("els => els.map(e => [e.download, e.href])"))
-                assert set(links) == {"good.png", "predictions.jsonl"}
+                assert set(links) == {"good_label.png", "predictions.jsonl"}
                 record = json.loads(page.request.get(links["predictions.jsonl"]).body())
                 assert record["image"] == "good.png" and record["classes"] == ["cat", "grass", "sky"]
                 assert record["areas"] == {n: round(a, 4) for n, a in result.areas().items()}
-                label = Image.open(BytesIO(page.request.get(links["good.png"]).body()))
+                label = Image.open(BytesIO(page.request.get(links["good_label.png"]).body()))
                 assert np.array_equal(np.asarray(label), np.asarray(label_image(result.labels)))
 
             submit(["good.png"], CLASSES, "Segmented 1 image(s)")

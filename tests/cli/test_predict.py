@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from zegclip.cli.predict import PREDICTIONS_FILE, collect_jobs, main
 from zegclip.visualize import palette
 
@@ -55,9 +56,9 @@ def test_folder_run_writes_every_output(folder_run, records) -> None:
     assert code == 0
     assert len(records) == len(SIZES)
     expected = {"a", "a_2", "sub/b", "sub/deeper/c"}  # mirrored names; a.jpg / a.png do not collide
-    assert {str(Path(r["label_png"]).with_suffix("")) for r in records} == expected
+    assert {r["label_png"].removesuffix("_label.png") for r in records} == expected
     for stem in expected:
-        assert (out / f"{stem}.png").is_file()
+        assert (out / f"{stem}_label.png").is_file()
         assert (out / f"{stem}_overlay.jpg").is_file()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no leftovers
 
@@ -129,7 +130,7 @@ def test_unreadable_image_among_good_ones(tmp_path: Path, capsys) -> None:
     assert "done 2 image(s), failed 1" in err
     lines = (out / PREDICTIONS_FILE).read_text().splitlines()
     assert sorted(Path(json.loads(line)["image"]).name for line in lines) == ["good1.png", "good2.jpg"]
-    assert not (out / "broken.png").exists() and not (out / "broken_overlay.jpg").exists()
+    assert not (out / "broken_label.png").exists() and not (out / "broken_overlay.jpg").exists()
 
 
 @pytest.mark.parametrize(
@@ -185,7 +186,8 @@ def test_checkpoint_round_trip(tmp_path: Path, capsys) -> None:
     assert _run([*common, "--checkpoint", str(tmp_path / "tiny.pt"), "-o", str(tmp_path / "ckpt")], capsys)[0] == 0
     assert _run([*common, "--tiny", "-o", str(tmp_path / "tiny")], capsys)[0] == 0
     np.testing.assert_array_equal(
-        np.array(Image.open(tmp_path / "ckpt" / "img.png")), np.array(Image.open(tmp_path / "tiny" / "img.png"))
+        np.array(Image.open(tmp_path / "ckpt" / "img_label.png")),
+        np.array(Image.open(tmp_path / "tiny" / "img_label.png")),
     )
 
 
@@ -202,7 +204,7 @@ def test_precision_and_compile_prepare_the_encoder(tmp_path: Path, capsys, monke
     assert _run([*common, "-o", str(tmp_path / "fp32")], capsys)[0] == 0
     assert _run([*common, "--precision", "bf16", "--compile", "-o", str(tmp_path / "bf16")], capsys)[0] == 0
     assert seen == [torch.bfloat16]
-    fp32, bf16 = (np.array(Image.open(tmp_path / name / "img.png")) for name in ("fp32", "bf16"))
+    fp32, bf16 = (np.array(Image.open(tmp_path / name / "img_label.png")) for name in ("fp32", "bf16"))
     assert (fp32 == bf16).mean() > 0.9  # bf16 rounding may flip a few near-tied pixels
 
 
@@ -218,7 +220,7 @@ def test_extreme_aspect_ratio_completes_with_a_note(tmp_path: Path, capsys) -> N
     assert code == 0, err
     notes = [line for line in err.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "strip.png" in notes[0] and "long side capped" in notes[0], err
-    with Image.open(tmp_path / "out" / "strip.png") as label:
+    with Image.open(tmp_path / "out" / "strip_label.png") as label:
         assert label.size == (20, 4000)
     lines = (tmp_path / "out" / PREDICTIONS_FILE).read_text().splitlines()
     records = {Path(r["image"]).name: r for r in map(json.loads, lines)}
@@ -258,7 +260,7 @@ def test_an_image_failing_mid_run_does_not_stop_the_others(tmp_path: Path, capsy
     assert "done 3 image(s), failed 1" in err
     lines = (tmp_path / "out" / PREDICTIONS_FILE).read_text().splitlines()
     assert sorted(Path(json.loads(line)["image"]).name for line in lines) == ["a.png", "c.png", "d.png"]
-    assert not (tmp_path / "out" / "b.png").exists()
+    assert not (tmp_path / "out" / "b_label.png").exists()
     if mode == "whole":  # the group of four failed, then each image ran alone
         assert calls == [4, 1, 1, 1, 1]
 
@@ -268,10 +270,10 @@ def test_a_write_error_does_not_stop_the_others(tmp_path: Path, capsys, monkeypa
 
     real = predict.overlay_image
 
-    def failing(image, result, alpha=0.5):
+    def failing(image, result, **kwargs):
         if image.shape[:2] == (30, 20):
             raise ValueError("image too large for the JPEG encoder")
-        return real(image, result, alpha)
+        return real(image, result, **kwargs)
 
     monkeypatch.setattr(predict, "overlay_image", failing)
     _write_images(tmp_path / "in", {"a.png": (20, 30), "b.png": (30, 20), "c.png": (20, 30)})
@@ -299,7 +301,7 @@ def test_short_side_0_keeps_the_size_even_below_the_crop(tmp_path: Path, capsys)
     code, err = _run([*argv, "-o", str(tmp_path / "out")], capsys)
     assert code == 0, err
     assert "note: " in err and "tiny.png" in err and "stretched to 32" in err  # two ViT patches at least
-    with Image.open(tmp_path / "out" / "tiny.png") as label:
+    with Image.open(tmp_path / "out" / "tiny_label.png") as label:
         assert label.size == (12, 8)
 
 
@@ -400,3 +402,167 @@ def test_default_precision_per_device(monkeypatch, device, has_bf16, expected) -
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: has_bf16)
     assert build_parser().parse_args(["x", "--tiny", "--classes", "a", "-o", "o"]).precision is None
     assert default_precision(torch.device(device)) == expected
+
+
+# ---------------------------------------------------------------- inputs are never written over
+
+
+def _digests(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_into_the_input_folder_leaves_a_png_input_untouched(tmp_path: Path) -> None:
+    """`zegclip predict chelsea.png --output .` in the photo's folder: the photo stays the photo."""
+    _write_images(tmp_path, {"chelsea.png": (40, 60)})
+    before = (tmp_path / "chelsea.png").read_bytes()
+    proc = subprocess.run(
+        ["zegclip", "predict", "chelsea.png", "--tiny", "--classes", "cat; wall", "--short-side", "32"]
+        + ["--output", "."],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "chelsea.png").read_bytes() == before
+    with Image.open(tmp_path / "chelsea.png") as photo:
+        assert photo.mode == "RGB"
+    with Image.open(tmp_path / "chelsea_label.png") as label:
+        assert label.mode == "P" and label.size == (60, 40)
+    assert (tmp_path / "chelsea_overlay.jpg").is_file()
+
+
+def test_a_jpg_png_pair_into_their_own_folder_reads_both_photos(tmp_path: Path, capsys) -> None:
+    """chelsea.jpg and chelsea.png with --output their folder: each label is the segmentation of its photo."""
+    from zegclip.model.build import zegclip_tiny
+    from zegclip.segmentation import segment
+
+    _write_images(tmp_path, {"chelsea.jpg": (40, 60), "chelsea.png": (50, 30)}, seed=3)
+    before = _digests(tmp_path)
+    argv = [str(tmp_path), "--tiny", "--classes", "cat; wall; sky", "--short-side", "32", "-o", str(tmp_path)]
+    assert _run(argv, capsys)[0] == 0
+    after = _digests(tmp_path)
+    assert {name: after[name] for name in before} == before  # no input changed
+    records = {
+        Path(r["image"]).name: r for r in map(json.loads, (tmp_path / PREDICTIONS_FILE).read_text().splitlines())
+    }
+    assert {name: r["label_png"] for name, r in records.items()} == {
+        "chelsea.jpg": "chelsea_label.png",
+        "chelsea.png": "chelsea_2_label.png",
+    }
+    torch.manual_seed(0)
+    model = zegclip_tiny().eval()
+    for name, record in records.items():
+        expected = segment(model, tmp_path / name, "cat; wall; sky", short_side=32).labels
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / record["label_png"])), expected)
+    # a second run into the same folder segments the two photos again, not the outputs of the first
+    code, err = _run(argv, capsys)
+    assert code == 0 and "note: 4 input(s) are outputs of an earlier run" in err
+    records = [json.loads(line) for line in (tmp_path / PREDICTIONS_FILE).read_text().splitlines()]
+    assert sorted(Path(r["image"]).name for r in records) == ["chelsea.jpg", "chelsea.png"]
+    assert sorted(r["label_png"] for r in records) == ["chelsea_2_label.png", "chelsea_label.png"]
+    assert {name: _digests(tmp_path)[name] for name in before} == before
+
+
+def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path: Path, capsys) -> None:
+    _write_images(tmp_path, {"a.png": (20, 30)})
+    argv = [str(tmp_path), "--tiny", "--classes", "cat; dog", "--short-side", "32", "-o", str(tmp_path)]
+    assert _run(argv, capsys)[0] == 0
+    code, err = _run(argv, capsys)
+    assert code == 0
+    assert "note: 2 input(s) are outputs of an earlier run" in err and "done 1 image(s), failed 0" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_label.png", "a_overlay.jpg", PREDICTIONS_FILE]
+
+
+def test_files_it_did_not_write_are_never_replaced(tmp_path: Path, capsys) -> None:
+    """A file named like an output but not listed in predictions.jsonl (the user's) is kept; the output moves."""
+    _write_images(tmp_path / "in", {"a.png": (20, 30)})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_label.png").write_bytes(b"the user's own file")
+    (out / "a_2_overlay.jpg").write_bytes(b"another one")
+    argv = [str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "--short-side", "32", "-o", str(out)]
+    assert _run(argv, capsys)[0] == 0
+    assert (out / "a_label.png").read_bytes() == b"the user's own file"
+    assert (out / "a_2_overlay.jpg").read_bytes() == b"another one"
+    (record,) = [json.loads(line) for line in (out / PREDICTIONS_FILE).read_text().splitlines()]
+    assert record["label_png"] == "a_3_label.png" and record["overlay"] == "a_3_overlay.jpg"
+    assert _run(argv, capsys)[0] == 0  # its own outputs are replaced on a re-run
+    (record,) = [json.loads(line) for line in (out / PREDICTIONS_FILE).read_text().splitlines()]
+    assert record["label_png"] == "a_3_label.png"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_2_overlay.jpg",
+        "a_3_label.png",
+        "a_3_overlay.jpg",
+        "a_label.png",
+        PREDICTIONS_FILE,
+    ]
+
+
+def test_an_input_linked_into_the_output_folder_is_not_replaced(tmp_path: Path, capsys) -> None:
+    _write_images(tmp_path / "in", {"a.png": (20, 30), "b_label.png": (20, 30)})
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(tmp_path / "in" / "b_label.png", out / "b_label.png")  # listed by no earlier run, and an input
+    before = _digests(tmp_path / "in")
+    (tmp_path / "in" / "b.png").write_bytes((tmp_path / "in" / "a.png").read_bytes())
+    argv = [str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "--short-side", "32", "-o", str(out)]
+    assert _run(argv, capsys)[0] == 0
+    assert {k: v for k, v in _digests(tmp_path / "in").items() if k in before} == before
+    labels = sorted(json.loads(line)["label_png"] for line in (out / PREDICTIONS_FILE).read_text().splitlines())
+    assert labels == ["a_label.png", "b_2_label.png", "b_label_label.png"]
+
+
+def test_someone_elses_predictions_jsonl_is_refused(tmp_path: Path, capsys) -> None:
+    _write_images(tmp_path / "in", {"a.png": (20, 30)})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / PREDICTIONS_FILE).write_text('{"id": 1, "score": 0.5}\n')
+    argv = [str(tmp_path / "in"), "--tiny", "--classes", "cat", "-o", str(tmp_path / "out")]
+    code, err = _run(argv, capsys)
+    assert code == 2
+    jsonl = tmp_path / "out" / PREDICTIONS_FILE
+    assert err == f"error: {jsonl} exists and was not written by zegclip predict; choose another --output\n"
+    assert (tmp_path / "out" / PREDICTIONS_FILE).read_text() == '{"id": 1, "score": 0.5}\n'
+
+
+def test_read_only_output_folder_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    """On a read-only file system even removing the (never written) probe fails: the first error is shown."""
+    import errno
+
+    import zegclip.cli.predict as predict
+
+    monkeypatch.setattr(predict, "load_checkpoint_model", lambda args: pytest.fail("the model must not load"))
+    _write_images(tmp_path, {"img.png": (8, 8)})
+    (tmp_path / "ro").mkdir()
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    code, err = _run([str(tmp_path / "img.png"), "--tiny", "--classes", "cat", "-o", str(tmp_path / "ro")], capsys)
+    assert code == 2
+    assert err == f"error: cannot write to the output folder {tmp_path / 'ro'}: Read-only file system\n"
+
+
+# ---------------------------------------------------------------- photos with an EXIF orientation tag
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_tagged_photo_is_segmented_and_written_as_a_viewer_shows_it(tmp_path: Path, capsys, orientation) -> None:
+    from zegclip.model.build import zegclip_tiny
+    from zegclip.segmentation import segment
+
+    path = write_oriented_jpeg(tmp_path / "in" / "phone.jpg", stored_pattern(40, 72), orientation)
+    shown = as_displayed(decoded_as_stored(path), orientation)  # what a photo viewer shows
+    argv = [str(path), "--tiny", "--classes", "cat; wall; sky", "--short-side", "32", "-o", str(tmp_path / "out")]
+    assert _run(argv, capsys)[0] == 0
+    torch.manual_seed(0)
+    expected = segment(zegclip_tiny().eval(), shown, "cat; wall; sky", short_side=32).labels
+    label = np.array(Image.open(tmp_path / "out" / "phone_label.png"))
+    assert label.shape == shown.shape[:2]
+    np.testing.assert_array_equal(label, expected)
+    overlay = np.array(Image.open(tmp_path / "out" / "phone_overlay.jpg")).astype(int)
+    height, width = shown.shape[:2]
+    blend = 0.5 * shown + 0.5 * palette(256)[expected]
+    assert np.abs(overlay[:height, :width] - blend).mean() < 8  # JPEG loss; the stored picture would be far off

@@ -241,6 +241,20 @@ def test_ade847_from_extracted_folder(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_read(label)[1], ADE847_LABEL)
 
 
+def test_ade847_from_the_sites_download_name(tmp_path: Path, caplog) -> None:
+    """ADE20K's site names the full release <username>_<hash>.zip (ODISE's data README): found by its content."""
+    raw, out = tmp_path / "raw", tmp_path / "ade"
+    raw.mkdir()
+    make_ade150_raw(raw, **ADE150_IDS)  # another zip beside it, and a file that is no zip
+    (raw / "notes.zip").write_text("not a zip")
+    with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
+        _prepare_847(raw, out, archive="jdoe_5c1a0e7f.zip")
+    assert f"{raw / 'jdoe_5c1a0e7f.zip'}: the ADE20K full release" in caplog.text
+    label = out / A847 / "annotations_detectron2/validation/ADE_val_00000001.png"
+    np.testing.assert_array_equal(_read(label)[1], ADE847_LABEL)
+    assert (out / EXTRACT_DIR / "jdoe_5c1a0e7f.zip" / A847 / "images/ADE/validation").is_dir()
+
+
 def test_ade847_reader_returns_uint16(prepared_ade847: Path) -> None:
     ds = build_dataset("ade847", prepared_ade847, "validation")
     assert isinstance(ds, ADE847Seg) and ds.ids == sorted(ADE_FULL_VAL)
@@ -320,6 +334,8 @@ def test_missing_archive_is_one_error_line(name: str, archive: str, tmp_path: Pa
     assert main([name, "--raw", str(raw), "--out", str(tmp_path / "ade")]) == 2
     err = _error_line(capsys.readouterr().err)
     assert archive in err and str(raw / archive) in err and "not found" in err
+    if name == "ade847":  # the site's own download name is accepted, and the line says so
+        assert "under any name: a zip holding ADE20K_2021_17_01/images/ADE/validation/ is recognised" in err
 
 
 @pytest.mark.parametrize("name", ["ade150", "ade847"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.exif import ORIENTATIONS, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from tests.helpers.fake_data import (
     fake_label,
     write_fake_coco_stuff,
@@ -22,6 +23,7 @@ from zegclip.data.datasets import (
     DatasetError,
     VOCSeg,
     build_dataset,
+    read_image,
     setting_label_lut,
     train_class_ids,
 )
@@ -198,3 +200,18 @@ def test_fully_lut_is_identity_on_classes() -> None:
     assert train_class_ids(DATASETS["voc"], "fully") == tuple(range(20))
     with pytest.raises(ValueError, match="unknown setting"):
         setting_label_lut(DATASETS["voc"], "zero")
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_labelled_images_are_read_as_stored_whatever_the_exif_tag(fake_voc: Path, orientation: int) -> None:
+    """A phone photo tagged 3, 6 or 8 is read as its pixels are stored, as its label is drawn."""
+    sample_id = VOCSeg(fake_voc, "val").ids[0]
+    image_path = fake_voc / VOC / "JPEGImages" / f"{sample_id}.jpg"
+    with Image.open(fake_voc / VOC / "SegmentationClass" / f"{sample_id}.png") as label:
+        width, height = label.size
+    write_oriented_jpeg(image_path, stored_pattern(height, width), orientation)
+    image = read_image(image_path)
+    assert image.shape == (height, width, 3)
+    assert np.abs(image.astype(int) - decoded_as_stored(image_path)).mean() < 2  # two JPEG decoders; a turn: ~80
+    sample = VOCSeg(fake_voc, "val")[0]  # label and image agree: no size error for 6 and 8
+    assert sample["image"].shape[:2] == sample["label"].shape == (height, width)

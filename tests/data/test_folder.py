@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from zegclip.cli.prepare import main as prepare_main
 from zegclip.cli.synthetic import main as synthetic_main
 from zegclip.cli.verify import main as verify_main
@@ -372,6 +373,96 @@ def test_verify_classes_lists_and_arguments(tmp_path: Path, capsys) -> None:
     assert verify_main(["folder", "--root", str(tmp_path), "--sample", "0"]) == 2
     assert verify_main(["folder", "--root", str(tmp_path / "nowhere")]) == 1
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_tagged_photos_are_read_as_stored_and_named_by_verify(tmp_path: Path, capsys, orientation: int) -> None:
+    """One rule: labels match the stored pixels; verify names the tagged images and explains a turned label."""
+    _hand_folder(tmp_path, 255)
+    (tmp_path / "images" / "b.JPG").unlink()
+    path = write_oriented_jpeg(tmp_path / "images" / "b.jpg", stored_pattern(12, 10), orientation)
+    sample = FolderSeg(tmp_path, "train")[1]
+    assert sample["id"] == "b" and sample["image"].shape == (12, 10, 3)
+    assert np.abs(sample["image"].astype(int) - decoded_as_stored(path)).mean() < 2  # two JPEG decoders
+    report = verify_folder(tmp_path)
+    assert report.problems == []
+    (warning,) = report.warnings
+    assert warning.startswith("1 image(s) carry an EXIF orientation tag")
+    assert f"b.jpg (orientation {orientation}: shown rotated" in warning and "match the stored pixels" in warning
+    assert verify_main(["folder", "--root", str(tmp_path)]) == 0
+    assert "warning: 1 image(s) carry an EXIF orientation tag" in capsys.readouterr().out
+    # a label drawn on the picture as a viewer shows it
+    label = as_displayed(np.arange(120).reshape(12, 10) % 4, orientation)
+    _write_label(tmp_path / "labels" / "b.png", label)
+    problems = verify_folder(tmp_path).problems
+    if orientation == 3:  # same size: only the warning can tell
+        assert problems == []
+    else:
+        (problem,) = problems
+        hint = f"(the label fits the image as a viewer shows it, EXIF orientation {orientation})"
+        assert f"b.png 12x10 vs image 10x12 {hint}" in problem
+        with pytest.raises(DatasetError, match="label is 12x10"):
+            FolderSeg(tmp_path, "train")[1]
+
+
+# --------------------------------------------------------------------------- folders as people make them
+
+
+def test_ids_with_spaces_round_trip(synthetic_folder: Path, capsys) -> None:
+    """`prepare folder` writes "my photo syn_train_00000"; the reader reads that id, spaces included."""
+    for folder, suffix in (("images", ".jpg"), ("labels", ".png")):
+        for path in sorted((synthetic_folder / folder).glob(f"*{suffix}")):
+            path.rename(path.with_name(f"my photo {path.name}"))
+    assert prepare_main(["folder", "--root", str(synthetic_folder), "--force"]) == 0
+    lines = (synthetic_folder / "train.txt").read_text(encoding="utf-8").splitlines()
+    assert lines and all(line.startswith("my photo syn_") for line in lines)
+    dataset = FolderSeg(synthetic_folder, "train")
+    assert dataset.ids == lines
+    assert dataset.samples[0][1] == synthetic_folder / "images" / f"{lines[0]}.jpg"
+    assert dataset.load(0)["image"].shape == (64, 64, 3)
+    assert verify_main(["folder", "--root", str(synthetic_folder)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_a_byte_order_mark_is_not_part_of_a_name_or_an_id(synthetic_folder: Path) -> None:
+    """Windows editors start UTF-8 files with a BOM (and end lines with CRLF)."""
+    classes = (synthetic_folder / "classes.txt").read_text().splitlines()
+    (synthetic_folder / "classes.txt").write_bytes("\r\n".join(classes).encode("utf-8-sig") + b"\r\n")
+    ids = (synthetic_folder / "train.txt").read_text().splitlines()
+    (synthetic_folder / "train.txt").write_bytes("\r\n".join(f"{i}  " for i in ids).encode("utf-8-sig"))
+    info = folder_info(synthetic_folder, ["red stripes"])
+    assert info.class_names == SYNTHETIC_CLASSES and info.unseen_ids == (0,)
+    assert FolderSeg(synthetic_folder, "train", info=info).ids == ids
+
+
+def test_broken_and_looping_links_are_skipped_with_a_warning(synthetic_folder: Path, caplog) -> None:
+    images = synthetic_folder / "images"
+    (images / "loop.jpg").symlink_to("loop.jpg")  # a link to itself
+    (images / "gone.png").symlink_to("nowhere.png")
+    (synthetic_folder / "train.txt").unlink()
+    (synthetic_folder / "val.txt").unlink()
+    with caplog.at_level("WARNING", logger="zegclip.data"):
+        split = make_split(synthetic_folder, 0.25)
+    assert len(split["train"]) + len(split["val"]) == 9  # every real image; "0 image(s)" before
+    (warning,) = [r.getMessage() for r in caplog.records if "link(s)" in r.getMessage()]
+    assert warning.startswith(f"2 link(s) in {images} are broken or loop and are skipped")
+    assert str(images / "loop.jpg") in warning and str(images / "gone.png") in warning
+
+
+@pytest.mark.parametrize("bad_id", ["../outside", "sub/../../outside", "/etc/outside", "C:\\outside", "..\\outside"])
+def test_ids_leaving_the_folder_are_refused(synthetic_folder: Path, bad_id: str, capsys) -> None:
+    (synthetic_folder.parent / "outside.jpg").write_bytes(
+        (synthetic_folder / "images" / "syn_train_00000.jpg").read_bytes()
+    )
+    ids = (synthetic_folder / "train.txt").read_text().splitlines()
+    (synthetic_folder / "train.txt").write_text("\n".join([ids[0], bad_id, *ids[1:]]) + "\n")
+    message = f"{synthetic_folder / 'train.txt'}, line 2: id {bad_id!r} points outside the dataset folder"
+    with pytest.raises(layouts.IdListError) as caught:
+        FolderSeg(synthetic_folder, "train")
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert any(p.startswith(message) for p in verify_folder(synthetic_folder).problems)
+    assert verify_main(["folder", "--root", str(synthetic_folder)]) == 1
+    assert message in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- predict

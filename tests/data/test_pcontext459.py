@@ -123,16 +123,86 @@ def test_prepare_writes_16bit_labels(tmp_path: Path, form: str, archive: bool) -
     assert not (out / CTX / "ImageSets/SegmentationContext/train.txt").exists()
 
 
-def test_val_list_from_json_phase_and_from_voc2010(tmp_path: Path, caplog) -> None:
-    for form, archive, says in (("json", False, "'phase'"), ("mat", True, "derived them from VOC2010")):
+@pytest.fixture
+def fake_benchmark_count(monkeypatch):
+    """The fake data's one val image counts as the benchmark's 5,104, so derived lists are taken."""
+    from zegclip.data.prepare import context
+
+    monkeypatch.setattr(context, "CONTEXT_VAL_IMAGES", len(CONTEXT_IDS["val_ids"]))
+
+
+def test_val_list_from_json_phase_and_from_voc2010(tmp_path: Path, caplog, fake_benchmark_count) -> None:
+    for form, archive, says in (("json", False, "'phase'"), ("mat", True, "ImageSets/Main/val.txt (the annotated")):
         raw, out = tmp_path / form / "raw", tmp_path / form / "data"
         make_pc459_raw(raw, form=form, lists=False, archive=archive)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
             assert prepare_pc459(raw, out, workers=2) == {"val": 1}
-        assert says in caplog.text and "pc459:" in caplog.text
+        assert says in caplog.text and "pc459: val ids from" in caplog.text
         assert read_split(out / VAL_LIST) == CONTEXT_IDS["val_ids"]
         np.testing.assert_array_equal(_read(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)
+
+
+@pytest.mark.parametrize("form", ["json", "mat"])
+def test_a_derived_val_list_of_another_count_is_refused(tmp_path: Path, capsys, form: str) -> None:
+    """VOC 2010's Main/val.txt holds 5,105 ids, the benchmark 5,104: a derived list must have 5,104."""
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    make_pc459_raw(raw, form=form, lists=False)
+    assert prepare_main(["pc459", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 2
+    err = _error_line(capsys.readouterr().err)
+    assert err.startswith(f"error: pc459: no validation list of the 5,104 benchmark images in {raw} (")
+    assert "ImageSets/Main/val.txt gives 1 annotated ids" in err and "pascalcontext_val.txt" in err
+    if form == "json":
+        assert f"the 'phase' of {raw / 'trainval_merged.json'} gives 1" in err
+    assert not (out / VAL_LIST).exists()
+
+
+def test_catseg_val_list_comes_first(tmp_path: Path, caplog) -> None:
+    """pascalcontext_val.txt wins over the JSON's phase and over a Context val.txt, whatever its count."""
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    make_pc459_raw(raw, form="both", lists="catseg")
+    other = raw / "pascal_context"
+    other.mkdir()
+    (other / "val.txt").write_text("".join(f"{i}\n" for i in CONTEXT_IDS["train_ids"]))  # not the benchmark's
+    with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
+        assert prepare_pc459(raw, out, workers=1) == {"val": 1}
+    assert f"pc459: val ids from {raw / 'pascalcontext_val.txt'}" in caplog.text
+    assert read_split(out / VAL_LIST) == CONTEXT_IDS["val_ids"]
+
+
+def test_the_json_phase_is_read_with_mat_files_too(tmp_path: Path, caplog, fake_benchmark_count) -> None:
+    """docs/data.md: lists come from the lists in --raw, else from the JSON's phase, .mat files present or not."""
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    make_pc459_raw(raw, form="both", lists="val", listed_val=[PC459_VAL_ID, *CONTEXT_IDS["train_ids"]])
+    with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
+        assert prepare_pc459(raw, out, workers=1) == {"val": 1}  # the JSON's phase before a val-only list
+    assert f"val ids from the 'phase' of each image in {raw / 'trainval_merged.json'}" in caplog.text
+    np.testing.assert_array_equal(_read(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)  # from the .mat
+
+
+def test_a_val_only_list_is_taken(tmp_path: Path) -> None:
+    """A val.txt without train.txt (pc459 needs nothing else); a subset list is taken as it is."""
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    make_pc459_raw(raw, form="mat", lists="val", listed_val=[PC459_VAL_ID, CONTEXT_IDS["train_ids"][0]])
+    assert prepare_pc459(raw, out, workers=1) == {"val": 2}
+    assert read_split(out / VAL_LIST) == sorted([PC459_VAL_ID, CONTEXT_IDS["train_ids"][0]])
+
+
+@pytest.mark.parametrize("form", ["mat", "json", "both"])
+def test_the_open_vocabulary_repositories_layout(tmp_path: Path, form: str) -> None:
+    """VOCdevkit/VOC2010/ holding trainval/, trainval_merged.json and pascalcontext_val.txt (CAT-Seg, ov-seg, ODISE)."""
+    raw, out = tmp_path / "datasets", tmp_path / "data"
+    make_pc459_raw(raw, form=form, lists="catseg", archive=False, layout="ov")
+    assert sorted(p.name for p in (raw / CTX).iterdir()) == sorted(
+        ["ImageSets", "JPEGImages", "pascalcontext_val.txt"]
+        + (["trainval"] if form != "json" else [])
+        + (["trainval_merged.json"] if form != "mat" else [])
+    )
+    assert prepare_pc459(raw, out, workers=1) == {"val": 1}
+    np.testing.assert_array_equal(_read(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)
+    if form != "mat":  # Context's train ids from the JSON's phase
+        assert prepare_context(raw, out, workers=1) == {"train": 2, "val": 1}
+        assert read_split(out / CTX / "ImageSets/SegmentationContext/train.txt") == CONTEXT_IDS["train_ids"]
 
 
 def test_context_and_pc459_share_one_out(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import stat
 import subprocess
 import sys
 import tarfile
@@ -365,20 +367,28 @@ def test_context_mapping(tmp_path: Path, form: str) -> None:
     assert (out / CTX / "JPEGImages/2008_000007.jpg").is_file()
 
 
-def test_context_lists_from_json_phase(tmp_path: Path, caplog) -> None:
+@pytest.fixture
+def fake_benchmark_count(monkeypatch):
+    """The fake data's one val image counts as the benchmark's 5,104, so derived lists are taken."""
+    from zegclip.data.prepare import context
+
+    monkeypatch.setattr(context, "CONTEXT_VAL_IMAGES", len(CONTEXT_IDS["val_ids"]))
+
+
+def test_context_lists_from_json_phase(tmp_path: Path, caplog, fake_benchmark_count) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_context_raw(raw, **CONTEXT_IDS, form="json", lists=False, archive=False)
     with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
         assert prepare_context(raw, out, workers=2) == {"train": 2, "val": 1}
-    assert "'phase'" in caplog.text
+    assert "context: train ids from the 'phase'" in caplog.text and "context: val ids from the 'phase'" in caplog.text
 
 
-def test_context_lists_derived_from_voc2010(tmp_path: Path, caplog) -> None:
+def test_context_lists_derived_from_voc2010(tmp_path: Path, caplog, fake_benchmark_count) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_context_raw(raw, **CONTEXT_IDS, form="mat", lists=False)
     with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
         prepare_context(raw, out, workers=1)
-    assert "derived them from VOC2010" in caplog.text
+    assert "ImageSets/Main/train.txt (the annotated ids among them)" in caplog.text
     sets = out / CTX / "ImageSets/SegmentationContext"
     # the unannotated ids of the Main lists are dropped
     assert read_split(sets / "train.txt") == CONTEXT_IDS["train_ids"]
@@ -439,3 +449,107 @@ def test_corrupt_label_source_is_reported(tmp_path: Path) -> None:
     # every other label was written; the failed one is absent, not half-written
     assert (out / VOC / "SegmentationClassAug/2008_000006.png").is_file()
     assert not (out / VOC / "SegmentationClassAug/2008_000007.png").exists()
+
+
+# --------------------------------------------------------------------------- archives that point outside
+
+
+def _tar(path: Path, entries: list[tuple[str, str, str]]) -> Path:
+    """A tar of ``(kind, name, content or link target)``; kind: file, dir, sym, hard, fifo."""
+    kinds = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE}
+    kinds["fifo"] = tarfile.FIFOTYPE
+    with tarfile.open(path, "w") as tf:
+        for kind, name, value in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kinds[kind]
+            info.mode = 0o6777 if kind == "file" else 0o755  # set-id bits and world-writable: never kept
+            data = value.encode() if kind == "file" else b""
+            if kind in ("sym", "hard"):
+                info.linkname = value
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+EVIL = {
+    "absolute": [("file", "{outside}/evil.txt", "x")],
+    "dotdot": [("file", "../evil.txt", "x")],
+    "dotdot_inside": [("dir", "sub", ""), ("file", "sub/../../evil.txt", "x")],
+    "symlink_absolute": [("sym", "link", "{outside}"), ("file", "link/evil.txt", "x")],
+    "symlink_up": [("sym", "up", ".."), ("file", "up/evil.txt", "x")],
+    "hardlink_out": [("hard", "hard", "../outside_file.txt")],
+    "hardlink_absolute": [("hard", "hard", "{outside}/outside_file.txt")],
+    # each link alone stays inside; the second, written through the first, would not
+    "symlink_through_symlink": [
+        ("dir", "p/q", ""),
+        ("sym", "p/q/d", "../../r"),
+        ("dir", "r", ""),
+        ("sym", "p/q/d/l", "../../../evil"),
+        ("file", "p/q/d/l/evil.txt", "x"),
+    ],
+    "fifo": [("fifo", "pipe", "")],
+}
+
+
+@pytest.mark.parametrize("filter_available", [False, True], ids=["no_data_filter", "data_filter"])
+@pytest.mark.parametrize("case", sorted(EVIL))
+def test_tar_members_pointing_outside_are_refused(tmp_path: Path, monkeypatch, case: str, filter_available) -> None:
+    """Whatever the Python: the data filter forced off (3.10.0-3.10.11, 3.11.0-3.11.3) changes nothing."""
+    from zegclip.data.prepare.files import _extract
+
+    if not filter_available:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile data filter")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "outside_file.txt").write_text("the user's file")
+    (outside / "outside_file.txt").write_text("the user's file")
+    entries = [(kind, name.format(outside=outside), value.format(outside=outside)) for kind, name, value in EVIL[case]]
+    (tmp_path / "raw").mkdir()
+    archive = _tar(tmp_path / "raw" / "evil.tar", entries)
+    out = tmp_path / "out" / "x" / "y"  # deep enough that ../ lands in tmp_path/out, watched below
+    out.mkdir(parents=True)
+    with pytest.raises(PrepareError) as caught:
+        _extract(archive, out)
+    assert str(caught.value).startswith(f"refusing to extract {archive}: member ")
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*evil*") if p != archive)
+    assert written == [], written
+    assert (tmp_path / "outside_file.txt").read_text() == "the user's file"
+    assert sorted(p.name for p in outside.iterdir()) == ["outside_file.txt"]
+    assert not (out / "evil.tar").exists() and not (out / "evil.tar.partial").exists()  # nothing half-done kept
+
+
+def test_tar_without_the_data_filter_refuses_by_its_own_check(tmp_path: Path, monkeypatch) -> None:
+    from zegclip.data.prepare.files import _extract
+
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    (tmp_path / "raw").mkdir()
+    archive = _tar(tmp_path / "raw" / "evil.tar", [("file", "ok.txt", "fine"), ("sym", "up", "..")])
+    with pytest.raises(PrepareError, match=r"member 'up' is a link to \.\., outside the extraction folder$"):
+        _extract(archive, tmp_path / "out")
+    archive = _tar(tmp_path / "raw" / "abs.tar", [("file", "/etc/zegclip_evil", "x")])
+    with pytest.raises(PrepareError, match=r"member '/etc/zegclip_evil' is an absolute path$"):
+        _extract(archive, tmp_path / "out")
+    assert not Path("/etc/zegclip_evil").exists()
+
+
+@pytest.mark.parametrize("filter_available", [False, True], ids=["no_data_filter", "data_filter"])
+def test_tar_links_inside_the_archive_extract(tmp_path: Path, monkeypatch, filter_available) -> None:
+    from zegclip.data.prepare.files import _extract
+
+    if not filter_available:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile data filter")
+    (tmp_path / "raw").mkdir()
+    entries = [
+        ("dir", "data", ""),
+        ("file", "data/a.txt", "content"),
+        ("sym", "data/link.txt", "a.txt"),
+        ("hard", "data/hard.txt", "data/a.txt"),
+    ]
+    dest = _extract(_tar(tmp_path / "raw" / "ok.tar", entries), tmp_path / "out")
+    assert (dest / "data" / "link.txt").read_text() == (dest / "data" / "hard.txt").read_text() == "content"
+    mode = (dest / "data" / "a.txt").stat().st_mode
+    assert not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH)

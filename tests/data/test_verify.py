@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.exif import stored_pattern, write_oriented_jpeg
 from zegclip.cli.verify import main
 from zegclip.data import verify
 from zegclip.data.prepare import write_label_png
@@ -134,3 +135,16 @@ def test_sample_below_one_is_an_error(prepared_voc: Path, sample: str, capsys) -
     ]
     with pytest.raises(ValueError, match="at least 1"):
         verify_report("voc", prepared_voc, sample=int(sample))
+
+
+def test_tagged_images_are_named_in_a_warning(prepared_voc: Path, capsys) -> None:
+    image = prepared_voc / VOC / "JPEGImages" / "2007_000004.jpg"
+    with Image.open(image) as im:
+        width, height = im.size
+    image.unlink()  # the prepared file may be a hard link to the raw one
+    write_oriented_jpeg(image, stored_pattern(height, width), 6)
+    report = verify_report("voc", prepared_voc)
+    assert report.problems == []
+    assert any("EXIF orientation tag" in w and "2007_000004.jpg (orientation 6" in w for w in report.warnings)
+    assert main(["voc", "--root", str(prepared_voc)]) == 0
+    assert "warning: 1 image(s) carry an EXIF orientation tag" in capsys.readouterr().out

@@ -261,23 +261,36 @@ def make_context_raw(
     val_ids: list[str],
     unannotated_ids: list[str] = (),
     form: str = "mat",
-    lists: bool = True,
+    lists: bool | str = True,
     archive: bool = True,
     full_maps: dict[str, np.ndarray] | None = None,
+    layout: str = "downloads",
+    listed_val: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Write the VOC 2010 tar, the full PASCAL-Context annotations and the split lists.
 
     Args:
         unannotated_ids: Images in VOC 2010 (and its Main lists) without Context labels.
-        form: ``"mat"`` (``trainval.tar.gz`` of LabelMap .mat files) or ``"json"``
-            (``trainval_merged.json`` in the Detail-API layout).
-        lists: Write ``pascal_context/{train,val}.txt``.
+        form: ``"mat"`` (``trainval.tar.gz`` of LabelMap .mat files), ``"json"``
+            (``trainval_merged.json`` in the Detail-API layout, each image's ``phase`` set)
+            or ``"both"``.
+        lists: ``True`` or ``"pair"``: ``pascal_context/{train,val}.txt`` (mmseg's); ``"val"``:
+            ``pascal_context/val.txt`` alone; ``"catseg"``: CAT-Seg's ``pascalcontext_val.txt``
+            (beside ``trainval/`` in the ``ov`` layout); False: none.
+        archive: The archives as downloaded; False: extracted.
         full_maps: 459-class maps by id (default: blocks of kept and dropped ids).
+        layout: ``"downloads"`` (archives or their folders at the top of ``raw``) or ``"ov"``:
+            everything extracted into ``VOCdevkit/VOC2010/``, as the open-vocabulary
+            repositories (CAT-Seg, ov-seg, ODISE) lay it out.
+        listed_val: The ids written into the val list (default ``val_ids``).
 
     Returns:
         The full-id (459-class) map of every annotated id.
     """
     raw = Path(raw)
+    if layout not in ("downloads", "ov") or (layout == "ov" and archive):
+        raise ValueError(f"layout {layout!r} (the ov layout is extracted: archive=False)")
+    top = "VOCdevkit/VOC2010/" if layout == "ov" else ""
     annotated = sorted(train_ids + val_ids)
     maps = dict(full_maps or {})
     for i in annotated:
@@ -295,11 +308,13 @@ def make_context_raw(
         sink.add(f"{base}/ImageSets/Main/train.txt", "".join(f"{i}\n" for i in main_train).encode())
         sink.add(f"{base}/ImageSets/Main/val.txt", "".join(f"{i}\n" for i in main_val).encode())
         sink.add(f"{base}/ImageSets/Main/aeroplane_train.txt", b"")
-    if form == "mat":
+    if form not in ("mat", "json", "both"):
+        raise ValueError(form)
+    if form in ("mat", "both"):
         with Sink(raw / ("trainval.tar.gz" if archive else ""), "tgz" if archive else "dir") as sink:
             for i in annotated:
-                sink.add(f"trainval/{i}.mat", mat_bytes({"LabelMap": maps[i].astype(np.uint16)}))
-    elif form == "json":
+                sink.add(f"{top}trainval/{i}.mat", mat_bytes({"LabelMap": maps[i].astype(np.uint16)}))
+    if form in ("json", "both"):
         images, anns = [], []
         for i in annotated:
             h, w = maps[i].shape
@@ -319,11 +334,17 @@ def make_context_raw(
                     )
         cats = [{"category_id": c, "name": f"c{c}"} for c in range(1, 460)]
         data = {"images": images, "annos_segmentation": anns, "categories": cats}
-        (raw / "trainval_merged.json").write_text(json.dumps(data))
-    else:
-        raise ValueError(form)
-    if lists:
+        (raw / top).mkdir(parents=True, exist_ok=True)
+        (raw / top / "trainval_merged.json").write_text(json.dumps(data))
+    val_text = "".join(f"{i}\n" for i in (val_ids if listed_val is None else listed_val))
+    if lists in (True, "pair", "val"):
         (raw / "pascal_context").mkdir(parents=True, exist_ok=True)
-        (raw / "pascal_context" / "train.txt").write_text("".join(f"{i}\n" for i in train_ids))
-        (raw / "pascal_context" / "val.txt").write_text("".join(f"{i}\n" for i in val_ids))
+        if lists != "val":
+            (raw / "pascal_context" / "train.txt").write_text("".join(f"{i}\n" for i in train_ids))
+        (raw / "pascal_context" / "val.txt").write_text(val_text)
+    elif lists == "catseg":
+        (raw / top).mkdir(parents=True, exist_ok=True)
+        (raw / top / "pascalcontext_val.txt").write_text(val_text)
+    elif lists:
+        raise ValueError(lists)
     return maps

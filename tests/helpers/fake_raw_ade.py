@@ -103,9 +103,12 @@ def make_ade_full_raw(
     train: dict[str, str] | None = None,
     maps: dict[str, np.ndarray] | None = None,
     r_extra: dict[str, np.ndarray] | None = None,
-    archive: bool = True,
+    archive: bool | str = True,
 ) -> dict[str, np.ndarray]:
     """Write ``ADE20K_2021_17_01.zip`` (or the extracted ``ADE20K_2021_17_01/``).
+
+    ``archive`` may be a file name instead: the ADE20K site names downloads
+    ``<username>_<hash>.zip``.
 
     Args:
         val: Validation ids and their scene folders (default :data:`ADE_FULL_VAL`).
@@ -122,7 +125,7 @@ def make_ade_full_raw(
     train = ADE_FULL_TRAIN if train is None else train
     maps = dict(maps or {})
     r_extra = r_extra or {}
-    target = raw / ("ADE20K_2021_17_01.zip" if archive else "")
+    target = raw / (archive if isinstance(archive, str) else "ADE20K_2021_17_01.zip" if archive else "")
     with Sink(target, "zip" if archive else "dir") as sink:
         base = "ADE20K_2021_17_01"
         sink.add(f"{base}/index_ade20k.pkl", b"not read: a pickle")

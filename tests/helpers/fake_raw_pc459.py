@@ -10,6 +10,7 @@ that uint16 map: k -> k - 1 and 0 -> 65535, the ignore value.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,13 +50,22 @@ PC459_EXPECTED_CONTEXT = np.array(
 
 
 def make_pc459_raw(
-    raw: Path, *, form: str = "mat", lists: bool = True, archive: bool = True, full: np.ndarray | None = None
+    raw: Path,
+    *,
+    form: str = "mat",
+    lists: bool | str = True,
+    archive: bool = True,
+    full: np.ndarray | None = None,
+    **layout: Any,
 ) -> dict[str, np.ndarray]:
     """Write the VOC 2010 tar, the full annotations and the Context lists, the val image's
-    full-id map being ``full`` (default :data:`PC459_FULL`); see ``make_context_raw``.
+    full-id map being ``full`` (default :data:`PC459_FULL`); see ``make_context_raw`` (``layout``,
+    ``listed_val``).
 
     Returns:
         The full-id map of every annotated id.
     """
     full = PC459_FULL if full is None else full
-    return make_context_raw(raw, **CONTEXT_IDS, form=form, lists=lists, archive=archive, full_maps={PC459_VAL_ID: full})
+    return make_context_raw(
+        raw, **CONTEXT_IDS, form=form, lists=lists, archive=archive, full_maps={PC459_VAL_ID: full}, **layout
+    )

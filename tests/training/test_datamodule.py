@@ -11,6 +11,7 @@ import torch
 
 from tests.helpers.fake_data import write_fake_voc
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
+from zegclip.data.datasets import DatasetError
 from zegclip.training.datamodule import SegDataModule
 
 
@@ -94,8 +95,12 @@ def test_val_images_keep_their_own_sizes(fake_voc: Path) -> None:
 
 def test_too_few_images_for_a_batch(fake_voc: Path) -> None:
     dm = make_dm(fake_voc, "fully", batch_size=8)
-    with pytest.raises(ValueError, match="fewer than batch_size"):
+    train_list = fake_voc / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    with pytest.raises(DatasetError) as caught:  # a ZegCLIPError: one error line, exit 2
         dm.setup("fit")
+    assert str(caught.value) == (
+        f"{train_list}: 4 training image(s), fewer than data.batch_size=8; lower data.batch_size or add images"
+    )
 
 
 def test_synthetic_is_generated_in_prepare_data(tmp_path: Path) -> None:

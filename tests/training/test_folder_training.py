@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import hydra
@@ -172,3 +173,82 @@ def test_resume_on_the_folder_continues_to_the_same_weights(trained, compose_cfg
     assert resumed["global_step"] == straight["global_step"] == 4
     differ = [k for k, v in straight["state_dict"].items() if not torch.equal(resumed["state_dict"][k], v)]
     assert not differ, differ[:5]
+
+
+def _zegclip(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["zegclip", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_an_error_in_a_dataloader_worker_is_the_same_one_line(tmp_path):
+    """data.num_workers=2: the worker's DatasetError is printed as with 0 workers, one line, exit 2."""
+    from zegclip.data.folder import FolderSeg
+    from zegclip.model.build import zegclip_tiny
+
+    root = _write_demo_folder(tmp_path / "data")
+    bad = root / "labels" / (FolderSeg(root, "val").ids[0] + ".png")
+    Image.fromarray(np.ones((5, 7), np.uint8)).save(bad)  # the wrong size
+    with pytest.raises(DatasetError) as in_process:
+        FolderSeg(root, "val").load(0)
+    zegclip_tiny().save(tmp_path / "tiny.pt")
+    proc = _zegclip(
+        "eval",
+        *TINY_FOLDER_DEMO,
+        f"checkpoint={tmp_path / 'tiny.pt'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.output_dir={tmp_path / 'out'}",
+        "data.num_workers=2",
+        "logger=none",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "DataLoader worker" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"error: {in_process.value}"
+
+
+def test_a_train_split_smaller_than_the_batch_is_one_line(tmp_path):
+    _write_demo_folder(tmp_path / "data")
+    overrides = [*TINY_FOLDER_DEMO, "data.batch_size=16", "global_batch_size=16", "logger=none"]
+    proc = _zegclip(
+        "train", *overrides, f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'out'}", cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: {tmp_path / 'data' / 'my_folder' / 'train.txt'}: 8 training image(s), fewer than "
+        "data.batch_size=16; lower data.batch_size or add images"
+    )
+
+
+def test_a_single_unseen_name_without_brackets(compose_cfg, tmp_path):
+    """data.unseen=magenta stripes is the one class, not a list of letters."""
+    _write_demo_folder(tmp_path / "data")
+    cfg = compose_cfg("train", [*TINY_FOLDER_DEMO, "data.unseen=magenta stripes"])
+    assert cfg.data.unseen == "magenta stripes"
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    assert datamodule.unseen_ids == (SYNTHETIC_CLASSES.index("magenta stripes"),)
+    module = hydra.utils.instantiate(cfg.module, _convert_="all")
+    assert module.train_ids == tuple(
+        i for i in range(len(SYNTHETIC_CLASSES)) if SYNTHETIC_CLASSES[i] != "magenta stripes"
+    )
+
+
+def test_model_folders_from_training_are_portable_and_complete(trained, tmp_path):
+    """The run's own model folder and one saved from its last.ckpt: no local path; dataset, classes, step, scores."""
+    from zegclip.model import load_model
+
+    out, metrics, _ = trained
+    exported = out / "model"
+    config_text = (exported / "config.json").read_text()
+    assert str(out) not in config_text and str(out.parent) not in config_text  # no /home/me/outputs/...
+    info = json.loads(config_text)["info"]
+    assert info["checkpoint"].startswith("checkpoints/best_step") and info["source"] == info["checkpoint"]
+    card = (exported / "README.md").read_text()
+    assert "## Evaluation" in card and "| folder | val |" in card and "ORG/NAME" not in card
+    folder = load_model(out / "checkpoints" / "last.ckpt").save_pretrained(tmp_path / "shared")
+    info = json.loads((folder / "config.json").read_text())["info"]
+    assert info["dataset"] == "folder" and info["setting"] == "inductive" and info["step"] == 4
+    assert info["class_names"] == list(SYNTHETIC_CLASSES)
+    assert info["unseen"] == ["magenta stripes", "cyan checkerboard"]
+    assert info["metrics"]["val/hIoU"] == pytest.approx(metrics["val/hIoU"], abs=1e-4)
+    card = (folder / "README.md").read_text()
+    assert "Unseen classes (2): magenta stripes, cyan checkerboard" in card and "| folder | val | 4 |" in card

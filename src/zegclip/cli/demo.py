@@ -11,9 +11,10 @@ imports Gradio. The page runs offline (no analytics, fonts or scripts from elsew
 Each request runs the code of ``zegclip predict`` (:mod:`zegclip.cli.predict`): the same
 vocabulary syntax (``;`` between classes, ``,`` between synonyms, or a dataset name), the
 same segmentation (:func:`zegclip.segmentation.segment_batch`) and the same outputs: the
-overlay with its legend, the label PNG and the ``predictions.jsonl`` record, offered as
-downloads. Bad input (an empty or repeated vocabulary, a file that is not an image, an
-image above the pixel limit) gives a message in the page; the app stays up.
+overlay (the photo alone: the page draws the legend, in any script, beside it), the label
+PNG (``<image>_label.png``) and the ``predictions.jsonl`` record, offered as downloads. Bad
+input (an empty or repeated vocabulary, a file that is not an image, an image above the pixel
+limit) gives a message in the page; the app stays up.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from PIL import Image, UnidentifiedImageError
 from zegclip.cli.predict import (
     PREDICTIONS_FILE,
     Job,
-    UsageError,
     collect_jobs,
     load_checkpoint_model,
     one_line,
@@ -53,8 +53,8 @@ from zegclip.cli.predict import (
 )
 from zegclip.data.classes import DATASETS, SYNTHETIC_CLASSES
 from zegclip.data.synthetic import make_sample
-from zegclip.errors import ZegCLIPError
-from zegclip.model import CheckpointError, CLIPLoadError, ZegCLIP
+from zegclip.errors import UsageError, ZegCLIPError, run_command
+from zegclip.model import ZegCLIP
 from zegclip.segmentation import (
     MAX_SHORT_SIDE,
     MIN_SIDE,
@@ -309,8 +309,8 @@ class Demo:
                 if isinstance(result, Exception):
                     out.problems.append(f"{job.image}: cannot segment: {one_line(result)}")
                     continue
-                try:
-                    record = write_outputs(job, image, result, output)
+                try:  # the page shows the legend (any script, any length): the overlay is the photo alone
+                    record = write_outputs(job, image, result, output, legend=False)
                 except Exception as err:
                     out.problems.append(f"{job.image}: cannot write the outputs: {one_line(err)}")
                     continue
@@ -388,7 +388,7 @@ def build_app(
         empty = ([], "", [], None)
         try:
             out = demo.run(files, classes, seen, mode, precision, templates, progress=progress)
-        except (DemoError, VocabularyError, UsageError) as err:
+        except ZegCLIPError as err:  # a bad vocabulary, option or upload: shown in the page
             message = str(err)
             gr.Warning(message)
             return (*empty, f"**Error:** {html.escape(message)}")
@@ -548,39 +548,38 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``zegclip demo`` / ``python -m zegclip.demo``; serves until interrupted."""
-    args = build_parser().parse_args(argv)
-    try:
-        check_args(args)
-        import_gradio()
-        model = load_checkpoint_model(args)
-        app = build_app(
-            model,
-            device=args.device,
-            templates=args.templates,
-            short_side=args.short_side,
-            max_pixels=args.max_pixels,
-            max_images=args.max_images,
-            model_name="tiny random model" if args.tiny else Path(args.checkpoint).name,
-        )
-    except (UsageError, CheckpointError, CLIPLoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def serve(args: argparse.Namespace) -> int:
+    """Load the model, build the page and serve it until Ctrl-C or SIGTERM (exit code 0)."""
+    check_args(args)
+    import_gradio()
+    model = load_checkpoint_model(args)
+    app = build_app(
+        model,
+        device=args.device,
+        templates=args.templates,
+        short_side=args.short_side,
+        max_pixels=args.max_pixels,
+        max_images=args.max_images,
+        model_name="tiny random model" if args.tiny else Path(args.checkpoint).name,
+    )
     main_thread = threading.current_thread() is threading.main_thread()
     # SIGTERM stops the server as Ctrl-C does: it closes, the work folder is removed at exit
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         launch(app, args.host, args.port, max_file_size=args.max_file_size)
     except OSError as err:  # e.g. the port is taken
-        print(f"error: cannot serve on {args.host}:{args.port}: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        raise UsageError(f"cannot serve on {args.host}:{args.port}: {err}") from err
+    except KeyboardInterrupt:  # the way a server is stopped: not an error
         pass
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``zegclip demo`` / ``python -m zegclip.demo``; serves until interrupted."""
+    return run_command(serve, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 
 import zegclip.efficiency as lib
 from zegclip.data.classes import get_dataset_info
 from zegclip.efficiency import efficiency_report
-from zegclip.model import MODEL_PRESETS, CheckpointError, CLIPLoadError, build_zegclip, load_model
+from zegclip.errors import UsageError, run_command
+from zegclip.model import MODEL_PRESETS, build_zegclip, load_model
 from zegclip.model.build import zegclip_tiny
 
 
@@ -37,37 +37,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(args: argparse.Namespace) -> int:
+    for option in ("height", "width", "num_classes", "batch_size", "repeats"):
+        if getattr(args, option) < 1:
+            raise UsageError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    if args.overrides:
+        from zegclip.training.config import compose_config  # Hydra only on this path
+
+        cfg = compose_config("train", args.overrides)
+        model = build_zegclip(**{**dict(cfg.model), "pretrained": None})
+        args.num_classes = len(get_dataset_info(cfg.data.dataset).class_names)
+    elif args.tiny:
+        model = zegclip_tiny()
+    elif args.preset:
+        model = MODEL_PRESETS[args.preset](pretrained=None)
+    else:
+        model = load_model(args.checkpoint, map_location="cpu")
+    report = efficiency_report(
+        model,
+        height=args.height,
+        width=args.width,
+        num_classes=args.num_classes,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print :func:`efficiency_report` as JSON."""
+    """Print :func:`efficiency_report` as JSON; 2 on a usage, config or checkpoint error (one line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.tiny or args.preset or args.checkpoint or args.overrides):
         parser.error("give experiment=NAME (Hydra overrides), --tiny, --preset or --checkpoint")
-    try:
-        if args.overrides:
-            from zegclip.training.config import compose_config  # Hydra only on this path
-
-            cfg = compose_config("train", args.overrides)
-            model = build_zegclip(**{**dict(cfg.model), "pretrained": None})
-            args.num_classes = len(get_dataset_info(cfg.data.dataset).class_names)
-        elif args.tiny:
-            model = zegclip_tiny()
-        elif args.preset:
-            model = MODEL_PRESETS[args.preset](pretrained=None)
-        else:
-            model = load_model(args.checkpoint, map_location="cpu")
-        report = efficiency_report(
-            model,
-            height=args.height,
-            width=args.width,
-            num_classes=args.num_classes,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            repeats=args.repeats,
-        )
-    except (CheckpointError, CLIPLoadError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2))
-    return 0
+    return run_command(_report, args)

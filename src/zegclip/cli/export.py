@@ -6,14 +6,14 @@ The work is done by :mod:`zegclip.export`.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 import torch
 
 import zegclip.export as lib
-from zegclip.export import export_onnx
-from zegclip.model import CheckpointError, CLIPLoadError, load_model
+from zegclip.errors import UsageError, ensure_writable_folder, run_command
+from zegclip.export import check_output, export_onnx
+from zegclip.model import load_model
 from zegclip.model.build import zegclip_tiny
 
 
@@ -31,18 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m zegclip.export``."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.tiny:
-            torch.manual_seed(0)
-            model = zegclip_tiny()
-        else:
-            model = load_model(args.checkpoint, map_location="cpu")
-        path = export_onnx(model, args.output, height=args.height, width=args.width, opset=args.opset)
-    except (CheckpointError, CLIPLoadError, KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
+def _export(args: argparse.Namespace) -> int:
+    output = check_output(args.output)
+    if args.height < 1 or args.width < 1:
+        raise UsageError(f"--height and --width must be positive, got {args.height} x {args.width}")
+    ensure_writable_folder(output.parent, "folder of --output")  # before the model loads
+    if args.tiny:
+        torch.manual_seed(0)
+        model = zegclip_tiny()
+    else:
+        model = load_model(args.checkpoint, map_location="cpu")
+    path = export_onnx(model, output, height=args.height, width=args.width, opset=args.opset)
     print(f"wrote {path} (inputs: images B x 3 x {args.height} x {args.width}, class_embeddings C x D)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m zegclip.export``: 0 written, 2 a usage or checkpoint error (one line)."""
+    return run_command(_export, build_parser().parse_args(argv))

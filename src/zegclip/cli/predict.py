@@ -4,10 +4,15 @@ Example::
 
     zegclip-predict photos/ --checkpoint ZegCLIP_voc.pth --classes "cat; grass, lawn; sky" --output out/
 
-Writes, per image, ``<stem>.png`` (palette label map at the original size),
+Writes, per image, ``<stem>_label.png`` (palette label map at the original size),
 ``<stem>_overlay.jpg`` (image blended with the colours, legend of the classes present)
 and one JSON line in ``predictions.jsonl`` (one line per image across runs into the same
 folder: a re-run replaces the lines of the images it processes again).
+
+It never writes over an input nor over a file it did not write itself (a file that
+``predictions.jsonl`` does not list): such a name gets a ``_2``, ``_3``, ... suffix. The
+output folder may be an input folder: the files an earlier run wrote there are not
+segmented again.
 
 Exit codes: 0 every image done; 1 some image failed (each reported on one ``error:``
 line; the others still run); 2 a usage or configuration error (one ``error:`` line,
@@ -34,8 +39,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from zegclip.data.classes import DATASETS
-from zegclip.errors import ZegCLIPError
-from zegclip.model import CheckpointError, CLIPLoadError, ZegCLIP, load_model
+from zegclip.errors import UsageError, ensure_writable_folder, run_command
+from zegclip.model import ZegCLIP, load_model
 from zegclip.model.build import zegclip_tiny
 from zegclip.segmentation import (
     MAX_ASPECT_RATIO,
@@ -46,7 +51,6 @@ from zegclip.segmentation import (
     ScaleWarning,
     SegmentResult,
     Vocabulary,
-    VocabularyError,
     load_image,
     parse_vocabulary,
     resolve_device,
@@ -57,10 +61,8 @@ from zegclip.visualize import label_image, overlay_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PREDICTIONS_FILE = "predictions.jsonl"
-
-
-class UsageError(ZegCLIPError):
-    """A problem with the command line or its configuration (exit code 2)."""
+LABEL_SUFFIX = "_label.png"
+OVERLAY_SUFFIX = "_overlay.jpg"
 
 
 @dataclass(frozen=True)
@@ -152,17 +154,12 @@ def _record_keys(record: dict) -> tuple[str | None, str | None]:
     return image, label if isinstance(label, str) else None
 
 
-def compact_predictions(path: Path) -> None:
-    """Keep one line per image and per label file in predictions.jsonl, the latest.
-
-    Runs into the same folder append; an image processed again (or another image written
-    to the same output names) replaces the older line. Lines that are not JSON objects
-    (e.g. cut short by a killed run) are dropped. Rewritten atomically, only when changed.
-    """
+def _read_records(path: Path) -> tuple[str, list[dict]] | None:
+    """(text, the JSON-object lines) of predictions.jsonl; None when there is no such file."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return
+        return None
     records = []
     for line in text.splitlines():
         try:
@@ -171,6 +168,20 @@ def compact_predictions(path: Path) -> None:
             continue
         if isinstance(record, dict):
             records.append(record)
+    return text, records
+
+
+def compact_predictions(path: Path) -> None:
+    """Keep one line per image and per label file in predictions.jsonl, the latest.
+
+    Runs into the same folder append; an image processed again (or another image written
+    to the same output names) replaces the older line. Lines that are not JSON objects
+    (e.g. cut short by a killed run) are dropped. Rewritten atomically, only when changed.
+    """
+    read = _read_records(path)
+    if read is None:
+        return
+    text, records = read
     kept, images, labels = [], set(), set()
     for record in reversed(records):  # the latest line of each image / label file wins
         image, label = _record_keys(record)
@@ -189,12 +200,78 @@ def compact_predictions(path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Path) -> dict:
-    """Label PNG, overlay JPEG, then the JSON line (last, so a listed image is complete)."""
-    label_path = output / job.stem.with_name(job.stem.name + ".png")
-    overlay_path = output / job.stem.with_name(job.stem.name + "_overlay.jpg")
+FileId = tuple[int, int]
+"""(device, inode): the same file under any name (links, case-insensitive file systems)."""
+
+
+def _file_id(path: Path) -> FileId | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def output_paths(output: Path, stem: Path) -> tuple[Path, Path]:
+    """(label PNG, overlay JPEG) of the output stem ``stem``."""
+    return output / stem.with_name(stem.name + LABEL_SUFFIX), output / stem.with_name(stem.name + OVERLAY_SUFFIX)
+
+
+def earlier_outputs(output: Path) -> set[FileId]:
+    """The files an earlier run wrote into ``output``: those its predictions.jsonl lists.
+
+    Raises:
+        UsageError: ``predictions.jsonl`` exists but holds no record of zegclip predict
+            (someone else's file, which the run would rewrite).
+    """
+    path = output / PREDICTIONS_FILE
+    read = _read_records(path)
+    if read is None:
+        return set()
+    text, records = read
+    ours = [r for r in records if isinstance(r.get("label_png"), str)]
+    if text.strip() and not ours:
+        raise UsageError(f"{path} exists and was not written by zegclip predict; choose another --output")
+    found = set()
+    for record in ours:
+        for key in ("label_png", "overlay"):
+            name = record.get(key)
+            if isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts:
+                file_id = _file_id(output / name)
+                if file_id is not None:
+                    found.add(file_id)
+    return found
+
+
+def place_outputs(jobs: Sequence[Job], output: Path, ours: set[FileId]) -> list[Job]:
+    """The jobs with output stems whose files are neither an input nor a file this command did not write.
+
+    A stem whose label or overlay would replace an input, or an existing file not listed
+    in ``ours`` (:func:`earlier_outputs`), gets the next free ``_2``, ``_3``, ... suffix.
+    """
+    inputs = {_file_id(job.image) for job in jobs} - {None}
+    used: set[str] = set()
+    placed = []
+    for job in jobs:
+        stem, n = job.stem, 1
+        while True:
+            candidate = stem if n == 1 else stem.with_name(f"{stem.name}_{n}")
+            ids = [_file_id(path) for path in output_paths(output, candidate)]
+            taken = any(i is not None and (i in inputs or i not in ours) for i in ids)
+            if str(candidate).lower() not in used and not taken:
+                break
+            n += 1
+        used.add(str(candidate).lower())
+        placed.append(Job(job.image, candidate))
+    return placed
+
+
+def write_outputs(job: Job, image: np.ndarray, result: SegmentResult, output: Path, *, legend: bool = True) -> dict:
+    """Label PNG, overlay JPEG (its legend drawn unless ``legend`` is False), then the JSON line
+    (last, so a listed image is complete)."""
+    label_path, overlay_path = output_paths(output, job.stem)
     _save_atomic(label_image(result.labels), label_path, "PNG")
-    _save_atomic(overlay_image(image, result), overlay_path, "JPEG", quality=90)
+    _save_atomic(overlay_image(image, result, legend=legend), overlay_path, "JPEG", quality=90)
     record = {
         "image": str(job.image),
         "label_png": str(label_path.relative_to(output)),
@@ -264,11 +341,7 @@ def load_checkpoint_model(args: argparse.Namespace) -> ZegCLIP:
     if args.tiny:
         torch.manual_seed(0)
         return zegclip_tiny()
-    try:
-        return load_model(args.checkpoint, map_location="cpu")
-    except (KeyError, TypeError) as err:  # a ZegCLIP-like file whose weights or config do not fit
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise UsageError(f"{args.checkpoint}: cannot build a ZegCLIP from this checkpoint ({message})") from err
+    return load_model(args.checkpoint, map_location="cpu")  # a file that does not fit: CheckpointError
 
 
 def default_precision(device: torch.device) -> str:
@@ -293,17 +366,7 @@ def prepare_output(output: Path) -> None:
     """Create the output folder and check it is writable (before the model loads)."""
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} exists and is not a folder")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create the output folder {output}: {err.strerror or err}") from err
-    probe = output / f".zegclip-write-test.{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-    except OSError as err:
-        raise UsageError(f"cannot write to the output folder {output}: {err.strerror or err}") from err
-    finally:
-        probe.unlink(missing_ok=True)
+    ensure_writable_folder(output)
 
 
 def one_line(err: BaseException) -> str:
@@ -346,6 +409,21 @@ def segment_jobs(
         yield job, image, result
 
 
+def skip_earlier_outputs(jobs: list[Job], output: Path) -> list[Job]:
+    """Leave out the inputs an earlier run wrote into ``output``; place the outputs of the others."""
+    ours = earlier_outputs(output)
+    kept = [job for job in jobs if _file_id(job.image) not in ours]
+    if len(kept) < len(jobs):
+        print(
+            f"note: {len(jobs) - len(kept)} input(s) are outputs of an earlier run into {output} "
+            f"(listed in its {PREDICTIONS_FILE}): not segmented again",
+            file=sys.stderr,
+        )
+        if not kept:
+            raise UsageError(f"every input is an output of an earlier run into {output}; nothing to segment")
+    return place_outputs(kept, output, ours)
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment every input; returns the exit code (0 all done, 1 some failed)."""
     check_args(args)
@@ -357,6 +435,7 @@ def run(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but CUDA is not available")
     prepare_output(output)
+    jobs = skip_earlier_outputs(jobs, output)
     model = load_checkpoint_model(args)
     device = resolve_device(device, model)
     model.to(device).eval()
@@ -429,12 +508,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``zegclip-predict`` / ``python -m zegclip.predict``."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, VocabularyError, CheckpointError, CLIPLoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ from typing import Any
 from zegclip.data.classes import FOLDER
 from zegclip.data.folder import make_split
 from zegclip.data.prepare import EXTRACT_DIR, PREPARERS, default_workers
-from zegclip.errors import ZegCLIPError, run_command
+from zegclip.errors import UsageError, run_command
 
-
-class UsageError(ZegCLIPError):
-    """An option value argparse cannot check (``--workers 0``)."""
+__all__ = ["UsageError", "build_parser", "main", "setup_cli_logging"]
 
 
 class _CliFormatter(logging.Formatter):

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zegclip.cli.prepare import UsageError, setup_cli_logging
+from zegclip.cli.prepare import setup_cli_logging
 from zegclip.constants import IGNORE_INDEX
 from zegclip.data.classes import FOLDER
 from zegclip.data.folder import verify_folder
 from zegclip.data.verify import DEFAULT_SAMPLE, MIN_CLASSES, VerifyReport, verify_report
-from zegclip.errors import run_command
+from zegclip.errors import UsageError, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from os import PathLike
 
 from zegclip.data.vocabularies.ade20k import ADE150_CLASSES, ADE847_CLASSES
 from zegclip.data.vocabularies.pascal_context import PASCAL_CONTEXT_459_CLASSES
+from zegclip.errors import ZegCLIPError
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -387,6 +388,10 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+class DatasetChoiceError(ZegCLIPError, ValueError):
+    """A setting that the chosen benchmark does not have (unseen classes by name, another ignore value)."""
+
+
 FOLDER = "folder"
 """The dataset kind of your own images and masks (zegclip.data.folder): its classes are read
 from ``<root>/classes.txt``, its unseen classes named by the user."""
@@ -414,9 +419,14 @@ def get_dataset_info(
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; known: {sorted([*DATASETS, FOLDER])}") from None
     if unseen:
-        raise ValueError(f"{name} has fixed unseen classes; unseen classes by name are for the {FOLDER} dataset")
+        raise DatasetChoiceError(
+            f"{name} has fixed unseen classes; unseen classes by name (data.unseen) are for the {FOLDER} dataset"
+        )
     if ignore_index is not None and ignore_index != info.ignore_index:
-        raise ValueError(f"{name} labels ignore {info.ignore_index}; another ignore_index is for the {FOLDER} dataset")
+        raise DatasetChoiceError(
+            f"{name} labels ignore {info.ignore_index}; another ignore_index (data.ignore_index) is for the "
+            f"{FOLDER} dataset"
+        )
     return info
 
 

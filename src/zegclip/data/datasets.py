@@ -56,8 +56,13 @@ class DatasetError(ZegCLIPError, ValueError):
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 RGB, H x W x 3 (OpenCV, as mmcv does)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # H x W x 3 BGR, EXIF-rotated
+    """Decode an image file to uint8 RGB, H x W x 3 (OpenCV, as mmcv does), as stored.
+
+    The EXIF orientation tag is ignored: the labels of VOC, COCO, ADE20K (and of a folder
+    dataset, by the same rule) are drawn on the stored pixels, which ``zegclip verify``
+    compares them with. ``zegclip predict`` applies the tag instead (what a viewer shows).
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # H x W x 3 BGR
     if image is None:
         raise DatasetError(f"{path}: cannot decode image (expected a JPEG/PNG file)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -113,10 +118,14 @@ def read_label16(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read label PNG ({err})") from err
 
 
-def _read_id_list(path: Path) -> list[str]:
+def _read_id_list(name: str, root: str | Path, split: str) -> list[str]:
+    path = layouts.split_file(name, root, split)
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found (expected one image id per line)")
-    return layouts.read_ids(path)
+    try:
+        return layouts.split_ids(name, root, split)
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: split file is not UTF-8 text ({err})") from err
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -156,8 +165,8 @@ def _layout_samples(name: str, root: str | Path, split: str) -> list[layouts.Row
         return rows
     samples: list[layouts.Row] = []
     for part in layouts.reader_lists(name, split):
-        ids = _read_id_list(layouts.split_file(name, root, part))
-        lists = {p: _read_id_list(layouts.split_file(name, root, p)) for p in lay.merged_lists.get(part, ())}
+        ids = _read_id_list(name, root, part)
+        lists = {p: _read_id_list(name, root, p) for p in lay.merged_lists.get(part, ())}
         rows = layouts.split_items(name, root, part, ids, lists)
         _check_present([image for _i, image, _label in rows], "image")
         _check_present([label for _i, _image, label in rows], "label")

@@ -38,7 +38,15 @@ from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data import layouts
 from zegclip.data.classes import FOLDER, DatasetInfo
 from zegclip.data.datasets import DatasetError, SegDataset, Transform, _layout_samples, check_same_size, read_image
-from zegclip.data.verify import DEFAULT_SAMPLE, VerifyReport, check_presence, examples
+from zegclip.data.verify import (
+    DEFAULT_SAMPLE,
+    VerifyReport,
+    check_presence,
+    examples,
+    image_size,
+    orientation_warning,
+    size_mismatch,
+)
 from zegclip.segmentation import VocabularyError, parse_vocabulary
 
 __all__ = [
@@ -105,8 +113,12 @@ def _check_ignore(ignore_index: int, num_classes: int) -> None:
         raise FolderError(f"{num_classes} classes do not fit in 16-bit labels next to the ignore value")
 
 
-def folder_info(root: str | Path | None, unseen: Sequence[str] = (), ignore_index: int = IGNORE_INDEX) -> FolderInfo:
+def folder_info(
+    root: str | Path | None, unseen: Sequence[str] | str = (), ignore_index: int = IGNORE_INDEX
+) -> FolderInfo:
     """The classes of the folder dataset at ``root``, with ``unseen`` (names, any synonym, any case).
+
+    ``unseen`` is a list of names, or one string: a single name, or names separated by ``;`` or ``,``.
 
     Raises:
         FolderError: ``root`` is None or not a folder, classes.txt cannot be used, a name
@@ -123,6 +135,8 @@ def folder_info(root: str | Path | None, unseen: Sequence[str] = (), ignore_inde
     synonyms = tuple(tuple(names) for names in read_classes(root))
     names = tuple(s[0] for s in synonyms)
     index = {name.lower(): k for k, group in enumerate(synonyms) for name in group}
+    if isinstance(unseen, str):  # data.unseen=cat (no brackets): one name, or names split by ; or ,
+        unseen = unseen.replace(";", ",").split(",")
     wanted = [" ".join(str(name).split()) for name in unseen if str(name).strip()]
     unknown = [name for name in wanted if name.lower() not in index]
     if unknown:
@@ -261,7 +275,7 @@ class FolderSeg(SegDataset):
 def _write_list(path: Path, ids: Sequence[str]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text("".join(f"{i}\n" for i in ids))
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -327,7 +341,10 @@ def _read_lists(root: Path, report: VerifyReport) -> dict[str, list[layouts.Row]
             )
             continue
         try:
-            ids = layouts.read_ids(path)
+            ids = layouts.split_ids(FOLDER, root, split)
+        except layouts.IdListError as err:
+            report.problems.append(str(err))
+            continue
         except (OSError, UnicodeDecodeError) as err:
             report.problems.append(f"cannot read split list {path}: {err}")
             continue
@@ -358,8 +375,9 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     classes.txt readable, non-empty, without repeated names; both split lists present;
     every listed id with one image and a label; every label single-channel, of the image's
     size, with values 0..C-1 or ``ignore_index`` (1..C or 0 for ``ignore_index=0``);
-    ``sample`` images (fixed seed) fully decoded. Warnings: ids in both lists, and classes
-    no label of a split holds (a class never in train is learnt from no pixel).
+    ``sample`` images (fixed seed) fully decoded. Warnings: ids in both lists, classes
+    no label of a split holds (a class never in train is learnt from no pixel), and images
+    with an EXIF orientation tag (labels apply to the stored pixels).
     """
     root = Path(root)
     report = VerifyReport(histogram=np.zeros(_WIDE_IGNORE + 1, dtype=np.int64))
@@ -376,7 +394,7 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     valid = label_table(info)[1] if info is not None else None
     per_split = {split: np.zeros(_WIDE_IGNORE + 1, dtype=np.int64) for split in items}
     colour: dict[str, list[Path]] = {}
-    bad_mode, bad_size, unreadable = [], [], []
+    bad_mode, bad_size, unreadable, tagged = [], [], [], []
     bad_values: dict[int, list[Path]] = {}
     done: dict[Path, np.ndarray | None] = {}  # label -> its histogram (None: unusable)
     for split, rows in items.items():
@@ -385,7 +403,7 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
                 continue
             if label_path not in done:
                 done[label_path] = _check_label(
-                    image_path, label_path, valid, colour, bad_mode, bad_size, bad_values, unreadable
+                    image_path, label_path, valid, colour, bad_mode, bad_size, bad_values, unreadable, tagged
                 )
             counts = done[label_path]
             if counts is not None:
@@ -401,6 +419,8 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     for counts in per_split.values():
         report.histogram += counts
     _report_labels(info, colour, bad_mode, bad_size, bad_values, unreadable, report)
+    if tagged:
+        report.warnings.append(orientation_warning(tagged))
     if info is not None:
         offset = 1 if info.label_ignore == 0 else 0
         for split, counts in per_split.items():
@@ -420,6 +440,7 @@ def _check_label(
     bad_size: list[str],
     bad_values: dict[int, list[Path]],
     unreadable: list[str],
+    tagged: list[str],
 ) -> np.ndarray | None:
     """Read one label and its image's size; the label's value counts, or None if unusable."""
     try:
@@ -436,13 +457,12 @@ def _check_label(
         unreadable.append(_unreadable(label_path, err))
         return None
     try:
-        with Image.open(image_path) as im:
-            width, height = im.size
+        width, height, orientation = image_size(image_path, tagged)
     except Exception as err:
         unreadable.append(_unreadable(image_path, err))
         return None
     if label.shape != (height, width):
-        bad_size.append(f"{label_path} {label.shape[1]}x{label.shape[0]} vs image {width}x{height}")
+        bad_size.append(size_mismatch(label_path, label.shape, width, height, orientation))
     counts = np.bincount(label.ravel(), minlength=_WIDE_IGNORE + 1)
     if valid is not None:
         for value in np.flatnonzero((counts > 0) & ~valid):

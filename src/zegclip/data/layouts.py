@@ -29,18 +29,23 @@ checks (:mod:`zegclip.data.verify`) and the synthetic writer (:mod:`zegclip.data
                           (the open-vocabulary repositories' folders, PNG for their TIFF)
 
 Plain pathlib, no third-party imports. Missing files are not checked here: each caller
-reports them in its own terms.
+reports them in its own terms. A split list may not name a file outside its dataset folder
+(:class:`IdListError`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from zegclip.errors import ZegCLIPError
 
 __all__ = [
     "LAYOUTS",
+    "IdListError",
     "Layout",
     "Row",
     "canonical_split",
@@ -58,10 +63,17 @@ __all__ = [
     "split_file",
     "split_ids",
     "split_items",
+    "split_source",
 ]
 
 Row = tuple[str, Path, Path]
 """``(id, image path, label path)`` of one sample."""
+
+logger = logging.getLogger("zegclip.data.layouts")  # under zegclip.data: the CLI logging shows it
+
+
+class IdListError(ZegCLIPError, ValueError):
+    """A split list whose id would read a file outside the dataset (absolute, or with ``..``)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,9 @@ class Layout:
     format): an id's image is the file found (:func:`image_files`), else ``<id><image_suffix>``."""
     classes_file: str | None = None
     """The class list under ``folder`` of a dataset that names its own classes (folder)."""
+    whole_line_ids: bool = False
+    """Each line of a split list is one id, spaces included (folder: ids are file names);
+    otherwise the first column (the benchmarks' lists, some of which have a second)."""
 
 
 VOC = Layout(
@@ -144,6 +159,7 @@ FOLDER = Layout(
     splits=("train", "val"),
     image_suffixes=(".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"),
     classes_file="classes.txt",
+    whole_line_ids=True,
 )
 
 ADE150 = Layout(
@@ -245,16 +261,50 @@ def split_file(name: str, root: str | Path, split: str) -> Path:
     return split_dir(name, root) / f"{split}.txt"
 
 
+def split_source(name: str, root: str | Path, split: str) -> Path:
+    """What defines ``split``, for messages: its split list, or (COCO-Stuff, ADE20K) its image folder."""
+    if layout(name).split_dir is None:
+        return image_dir(name, root, split)
+    return split_file(name, root, split)
+
+
 def reader_lists(name: str, split: str) -> tuple[str, ...]:
     """The split lists (or image folders) the dataset reader of ``split`` reads, in order."""
     lay, split = layout(name), canonical_split(name, split)
     return lay.reader_lists.get(split, (split,))
 
 
-def read_ids(path: str | Path) -> list[str]:
-    """Read an image-id list (one id per line; only the first column is kept)."""
-    with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
+def _leaves_folder(sample_id: str) -> bool:
+    """Whether ``sample_id`` joined to a folder could name a file outside it (either OS's rules)."""
+    windows = PureWindowsPath(sample_id)  # splits at / and \\ alike
+    return bool(PurePosixPath(sample_id).anchor or windows.anchor or ".." in windows.parts)
+
+
+def read_ids(path: str | Path, whole_line: bool = False) -> list[str]:
+    """Read an image-id list: one id per line, blank lines skipped.
+
+    A UTF-8 byte-order mark (Windows editors), line ends and surrounding spaces are dropped.
+    ``whole_line`` keeps each line whole, spaces inside included (the folder kind's ids are
+    file names); otherwise only the first column is kept (benchmark lists).
+
+    Raises:
+        OSError, UnicodeDecodeError: the list cannot be read.
+        IdListError: an id is an absolute path or holds ``..`` (it would read outside the dataset).
+    """
+    ids = []
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            text = line.strip()
+            if not text:
+                continue
+            sample_id = text if whole_line else text.split()[0]
+            if _leaves_folder(sample_id):
+                raise IdListError(
+                    f"{path}, line {number}: id {sample_id!r} points outside the dataset folder; ids are paths "
+                    "relative to the image folder, without a leading / and without .."
+                )
+            ids.append(sample_id)
+    return ids
 
 
 def split_ids(name: str, root: str | Path, split: str) -> list[str]:
@@ -262,9 +312,10 @@ def split_ids(name: str, root: str | Path, split: str) -> list[str]:
 
     Raises:
         OSError: if the list or the image folder cannot be read.
+        IdListError: an id of the list would read outside the dataset (see :func:`read_ids`).
     """
     if layout(name).split_dir is not None:
-        return read_ids(split_file(name, root, split))
+        return read_ids(split_file(name, root, split), whole_line=layout(name).whole_line_ids)
     suffix = layout(name).image_suffix
     return sorted(p.name[: -len(suffix)] for p in image_dir(name, root, split).iterdir() if p.name.endswith(suffix))
 
@@ -300,16 +351,45 @@ def image_files(
     suffixes = {s.lower() for s in (*lay.image_suffixes, lay.image_suffix)}
     folders = _visible_folders(top) if ids is None else sorted({(top / i).parent for i in ids})
     found: dict[str, list[Path]] = {}
+    broken: list[Path] = []
     for folder in folders:
         try:
-            entries = sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+            entries = _files_in(folder, broken)
         except OSError:  # missing or unreadable: its ids keep their default name, reported missing
             continue
         for file in entries:
             path = folder / file
             if path.suffix.lower() in suffixes:
                 found.setdefault(path.relative_to(top).with_suffix("").as_posix(), []).append(path)
+    if broken:
+        logger.warning(
+            "%d link(s) in %s are broken or loop and are skipped: %s%s",
+            len(broken),
+            top,
+            ", ".join(map(str, broken[:3])),
+            ", ..." if len(broken) > 3 else "",
+        )
     return found
+
+
+def _files_in(folder: Path, broken: list[Path]) -> list[str]:
+    """The visible files of ``folder`` (links followed), sorted; links that lead nowhere go to ``broken``.
+
+    A link looping back on itself or to a missing file is skipped alone, not the folder.
+    """
+    names = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_file():
+                    names.append(entry.name)
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    broken.append(folder / entry.name)
+            except OSError:  # a loop of links (ELOOP), or a target that cannot be looked at
+                broken.append(folder / entry.name)
+    return sorted(names)
 
 
 def split_items(

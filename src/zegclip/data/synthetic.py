@@ -98,6 +98,19 @@ def make_sample(rng: np.random.Generator, height: int, width: int, border: int =
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
+def _checked(num_train: int, num_val: int, size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the samples; SyntheticError for counts or sizes that cannot be written."""
+    if num_train < 0 or num_val < 0 or num_train + num_val < 1:
+        raise SyntheticError(
+            f"num_train and num_val (--num-train, --num-val) must be 0 or more, with at least one image in all; "
+            f"got {num_train} and {num_val}"
+        )
+    height, width = (size, size) if isinstance(size, int) else size
+    if min(height, width) < 48:
+        raise SyntheticError(f"size must be at least 48 px, got {height}x{width}")
+    return height, width
+
+
 def write_synthetic_voc(
     root: str | Path,
     num_train: int = 48,
@@ -121,9 +134,7 @@ def write_synthetic_voc(
         seed: generator seed.
         border: width of the void (255) bands along object edges; 0 for none.
     """
-    height, width = (size, size) if isinstance(size, int) else size
-    if min(height, width) < 48:
-        raise SyntheticError(f"size must be at least 48 px, got {height}x{width}")
+    height, width = _checked(num_train, num_val, size)
     root = Path(root)
     for split in ("train", "aug", "val"):
         layouts.image_dir(_NAME, root, split).mkdir(parents=True, exist_ok=True)
@@ -173,9 +184,7 @@ def write_synthetic_folder(
     classes equal those :func:`write_synthetic_voc` writes with the same arguments (train
     then aug there, train here). Deterministic given the arguments; returns ``root``.
     """
-    height, width = (size, size) if isinstance(size, int) else size
-    if min(height, width) < 48:
-        raise SyntheticError(f"size must be at least 48 px, got {height}x{width}")
+    height, width = _checked(num_train, num_val, size)
     root = Path(root)
     for folder in (layouts.image_dir("folder", root), layouts.label_dir("folder", root)):
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ Usage::
 ``--root`` is the prepare ``--out`` folder. Checks: every id of every split has an
 image and a label; on a sample of labels (fixed seed): single-channel index maps
 (not colour PNGs; 16-bit for pc459 and ade847), values in the dataset's range, label size equal to
-image size, and a class histogram that looks like a segmentation dataset's. A sampled image or
+the stored image size, and a class histogram that looks like a segmentation dataset's. Images
+with an EXIF orientation tag (viewers show them turned; the readers use the stored pixels) are
+named in a warning. A sampled image or
 label that cannot be decoded (truncated, not an image) is a problem naming the file.
 Exit status: 0 all well, 1 problems found, 2 wrong arguments. The command line is
 :mod:`zegclip.cli.verify`.
@@ -72,6 +74,56 @@ def colour_label_message(name: str, paths: Sequence[Path], mode: str) -> str:
     )
 
 
+ORIENTATION_TAG = 0x0112
+"""The EXIF tag that tells viewers to rotate or mirror a photo (1: as stored; 2..8: turned)."""
+_TURNS = {
+    2: "mirrored",
+    3: "rotated 180 degrees",
+    4: "flipped upside down",
+    5: "mirrored and rotated 90 degrees",
+    6: "rotated 90 degrees clockwise",
+    7: "mirrored and rotated 90 degrees",
+    8: "rotated 90 degrees counter-clockwise",
+}
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image: 1 (as stored) when absent or not a valid value."""
+    try:
+        value = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # a malformed EXIF block: viewers ignore it too
+        return 1
+    return value if isinstance(value, int) and value in _TURNS else 1
+
+
+def image_size(path: Path, tagged: list[str]) -> tuple[int, int, int]:
+    """``(width, height, orientation)`` of an image as stored (header only); a turning tag goes to ``tagged``."""
+    with Image.open(path) as im:
+        orientation = exif_orientation(im)
+        width, height = im.size
+    if orientation != 1:
+        tagged.append(f"{path} (orientation {orientation}: shown {_TURNS[orientation]})")
+    return width, height, orientation
+
+
+def size_mismatch(label_path: Path, shape: tuple[int, ...], width: int, height: int, orientation: int) -> str:
+    """The problem line of a label whose size is not its image's, with a hint when the EXIF tag explains it."""
+    text = f"{label_path} {shape[1]}x{shape[0]} vs image {width}x{height}"
+    if orientation in (5, 6, 7, 8) and tuple(shape[:2]) == (width, height):
+        text += f" (the label fits the image as a viewer shows it, EXIF orientation {orientation})"
+    return text
+
+
+def orientation_warning(tagged: Sequence[str]) -> str:
+    """The warning about images whose EXIF tag makes viewers show them turned."""
+    return (
+        f"{len(tagged)} image(s) carry an EXIF orientation tag, so photo viewers show them turned, e.g. "
+        f"{examples(tagged)}; training and evaluation read labelled images as stored, the tag ignored "
+        "(VOC, COCO and ADE20K labels are drawn on the stored pixels): their labels must match the stored "
+        "pixels, not the turned picture"
+    )
+
+
 def check_presence(items: dict[str, list[tuple[str, Path, Path]]], report: VerifyReport) -> None:
     """Every split non-empty and every listed id with an image and a label; sizes recorded."""
     for split, rows in items.items():
@@ -112,6 +164,7 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
     bad_values: dict[int, list[Path]] = {}
     bad_size: list[str] = []
     unreadable: list[str] = []
+    tagged: list[str] = []
     for image_path, label_path in pairs:
         decoded = _decode(label_path, unreadable)
         image = _decode(image_path, unreadable)
@@ -126,10 +179,9 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
             continue
         if image is None:
             continue
-        with Image.open(image_path) as im:
-            width, height = im.size
+        width, height, orientation = image_size(image_path, tagged)
         if label.shape != (height, width):
-            bad_size.append(f"{label_path} {label.shape[1]}x{label.shape[0]} vs image {width}x{height}")
+            bad_size.append(size_mismatch(label_path, label.shape, width, height, orientation))
         values = label.ravel().astype(np.int64)
         beyond = (values < 0) | (values >= len(valid))  # mode I only: 32-bit values
         for v in np.unique(values[beyond]):
@@ -161,6 +213,8 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
         report.problems.append(
             f"{len(bad_size)} sampled label(s) differ in size from their image: {examples(bad_size)}"
         )
+    if tagged:
+        report.warnings.append(orientation_warning(tagged))
 
 
 def _check_histogram(name: str, report: VerifyReport) -> None:

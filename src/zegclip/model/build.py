@@ -23,6 +23,7 @@ from zegclip.errors import ZegCLIPError
 from zegclip.model.clip_encoder import (
     TINY_CLIP,
     PromptedVisionEncoder,
+    is_clip_architecture,
     load_clip,
     resolve_quick_gelu,
     uses_quick_gelu,
@@ -34,7 +35,7 @@ from zegclip.model.official import (
     is_official,
     official_config,
 )
-from zegclip.model.pretrained import is_pretrained_source, read_pretrained, resolve_folder
+from zegclip.model.pretrained import CONFIG_NAME, is_pretrained_source, read_pretrained, resolve_folder
 from zegclip.model.text import TextEncoder
 from zegclip.model.zegclip import CHECKPOINT_FORMAT, ZegCLIP
 
@@ -208,6 +209,32 @@ def torch_load(
     return payload
 
 
+def check_build_config(config: Any, where: str) -> dict[str, Any]:
+    """A checkpoint's ``build_zegclip`` arguments, checked before anything is built.
+
+    Raises:
+        CheckpointError: the config is not a mapping, holds a key that is no argument, or
+            names no open_clip architecture; the message names ``where`` and the key.
+    """
+    if not isinstance(config, dict):
+        kind = type(config).__name__
+        raise CheckpointError(f"{where}: the config is a {kind}, not a mapping of build_zegclip arguments")
+    known = set(inspect.signature(build_zegclip).parameters) - {"cache_dir"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise CheckpointError(
+            f"{where}: unknown config key(s) {', '.join(map(repr, unknown))}; expected build_zegclip arguments: "
+            f"{', '.join(sorted(known))}"
+        )
+    clip_model = config.get("clip_model", "ViT-B-16")
+    if config.get("clip_config") is None and not is_clip_architecture(clip_model):
+        raise CheckpointError(
+            f"{where}: config key 'clip_model' is {clip_model!r}, not an open_clip architecture "
+            "(e.g. 'ViT-B-16', 'ViT-L-14'; see open_clip.list_models())"
+        )
+    return config
+
+
 @dataclass
 class CheckpointContents:
     """What a checkpoint of any supported format holds, in this package's key names.
@@ -218,6 +245,7 @@ class CheckpointContents:
         full: whether ``state`` holds every weight (CLIP included), so no CLIP source is needed.
         metadata: provenance and facts stored with the weights.
         kind: ``zegclip`` (``ZegCLIP.save``), ``lightning`` (a training ``.ckpt``) or ``official``.
+        config_file: the file the config was read from, for messages (a folder's ``config.json``).
     """
 
     config: dict[str, Any]
@@ -225,15 +253,53 @@ class CheckpointContents:
     full: bool
     metadata: dict[str, Any]
     kind: str
+    config_file: str | None = None
+
+
+def training_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a training ``.ckpt`` records of its run, as ``save_pretrained`` info.
+
+    ``dataset``, ``setting``, ``class_names`` and ``unseen`` (from the module's hyperparameters;
+    a folder dataset's classes only while its ``classes.txt`` is still there), ``step`` (the
+    optimizer steps done) and ``metrics``: the score each monitoring checkpoint callback saw
+    at this save (``val/hIoU`` of a best checkpoint).
+    """
+    from zegclip.data.classes import get_dataset_info  # data only: names of the benchmarks' classes
+
+    hparams = payload.get("hyper_parameters") or {}
+    facts: dict[str, Any] = {k: hparams[k] for k in ("dataset", "setting") if isinstance(hparams.get(k), str)}
+    if "dataset" in facts:
+        try:
+            info = get_dataset_info(
+                facts["dataset"], hparams.get("dataset_root"), hparams.get("unseen"), hparams.get("ignore_index")
+            )
+        except (ZegCLIPError, KeyError, OSError):  # an unknown name, a folder dataset no longer on this disk
+            info = None
+        if info is not None:
+            facts["class_names"] = list(info.class_names)
+            unseen = () if hparams.get("cross_dataset") else info.unseen_ids
+            facts["unseen"] = [info.class_names[i] for i in unseen]
+    if isinstance(payload.get("global_step"), int):
+        facts["step"] = payload["global_step"]
+    metrics = {}
+    for state in (payload.get("callbacks") or {}).values():
+        monitor = state.get("monitor") if isinstance(state, dict) else None
+        score = state.get("current_score") if isinstance(state, dict) else None
+        if isinstance(monitor, str) and isinstance(score, torch.Tensor | float | int):
+            metrics[monitor] = float(score)
+    if metrics:
+        facts["metrics"] = metrics
+    return facts
 
 
 def _ours(payload: dict[str, Any], path: str | os.PathLike) -> CheckpointContents:
     """A file written by ``ZegCLIP.save`` or a ``ZegCLIPModule`` training checkpoint."""
-    if payload.get("format") == CHECKPOINT_FORMAT:
-        config, state, kind = dict(payload["config"]), payload["state_dict"], "zegclip"
-        metadata = dict(payload.get("metadata", {}))
+    if payload.get("format") == CHECKPOINT_FORMAT and isinstance(payload.get("state_dict"), dict):
+        config, state, kind = check_build_config(payload.get("config"), str(path)), payload["state_dict"], "zegclip"
+        metadata = dict(payload.get("metadata") or {})
     elif "model" in payload.get("hyper_parameters", {}) and isinstance(payload.get("state_dict"), dict):
-        config, kind, metadata = dict(payload["hyper_parameters"]["model"]), "lightning", {}
+        config, kind = check_build_config(payload["hyper_parameters"]["model"], str(path)), "lightning"
+        metadata = training_facts(payload)
         state = {k[len("model.") :]: v for k, v in payload["state_dict"].items() if k.startswith("model.")}
     else:
         raise CheckpointError(
@@ -254,11 +320,15 @@ def read_checkpoint(
     """
     if is_pretrained_source(path):
         try:
-            config, state, info = read_pretrained(resolve_folder(path))
+            folder = resolve_folder(path)
+            config, state, info = read_pretrained(folder)
         except (ValueError, FileNotFoundError) as err:
             raise CheckpointError(str(err)) from err
+        config_file = str(folder / CONFIG_NAME)
+        check_build_config(config, config_file)
         state = {k: v.to(map_location) for k, v in state.items()}
-        return CheckpointContents(config, state, "image_encoder.visual.conv1.weight" in state, info, "pretrained")
+        full = "image_encoder.visual.conv1.weight" in state
+        return CheckpointContents(config, state, full, info, "pretrained", config_file)
     payload = torch_load(path, map_location)
     if is_official(payload):
         return _official(payload, path, decoder_heads)
@@ -293,7 +363,7 @@ def build_from_checkpoint(
     unknown = sorted(set(overrides) - set(inspect.signature(build_zegclip).parameters))
     if unknown:
         raise TypeError(f"unknown override(s) {unknown}; expected arguments of build_zegclip")
-    config = {**contents.config, **overrides}
+    config = check_build_config({**contents.config, **overrides}, contents.config_file or source)
     if contents.full:
         config["quick_gelu"] = resolve_quick_gelu(
             config.get("clip_model", "ViT-B-16"), config.get("pretrained"), config.get("quick_gelu")

@@ -162,6 +162,12 @@ def load_clip(
     return clip.eval()
 
 
+def is_clip_architecture(model_name: object) -> bool:
+    """Whether ``model_name`` is an architecture open_clip builds (``open_clip.list_models()``, or ``zegclip-tiny``)."""
+    _register_configs()
+    return isinstance(model_name, str) and model_name in open_clip.list_models()
+
+
 def _check_tag(model_name: str, tag: str) -> None:
     if model_name not in open_clip.list_models():
         raise CLIPLoadError(f"unknown open_clip model {model_name!r}")

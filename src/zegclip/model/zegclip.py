@@ -240,16 +240,19 @@ class ZegCLIP(nn.Module):
     def save_pretrained(self, folder: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
         """Write a shareable folder: ``model.safetensors``, ``config.json``, model card ``README.md``.
 
-        ``info`` (``dataset``, ``setting``, ``class_names``, ``unseen``, ``metrics``) goes into
-        the card and ``config.json``. ``zegclip.load_model(folder)`` reads it back, offline.
+        ``info`` (``dataset``, ``setting``, ``class_names``, ``unseen``, ``step``, ``metrics``)
+        goes into the card and ``config.json``, merged over ``self.metadata`` (what a training
+        ``.ckpt`` recorded, when loaded from one); paths of this machine are made relative to
+        the folder's parent or cut to their name. ``zegclip.load_model(folder)`` reads it back, offline.
         """
         return write_pretrained(self, folder, info)
 
     def push_to_hub(self, repo_id: str, info: dict[str, Any] | None = None, **kwargs: Any) -> str:
         """Upload the ``save_pretrained`` folder to the Hugging Face Hub as ``repo_id``; returns its URL.
 
-        Load it anywhere with ``zegclip.load_model("hf-hub:" + repo_id)``. ``kwargs``:
-        ``private``, ``token``, ``commit_message``.
+        Load it anywhere with ``zegclip.load_model("hf-hub:" + repo_id)``; the card's usage lines
+        name ``repo_id``. ``kwargs``: ``private``, ``token``, ``commit_message``, ``endpoint``.
+        An unreachable hub or a refused upload raises one-line ``HubError``.
         """
         return push_to_hub(self, repo_id, info, **kwargs)
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.errors import HydraException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from zegclip.atomic import atomic_write
-from zegclip.errors import ZegCLIPError, run_command
+from zegclip.errors import ZegCLIPError, run_command, user_error
 from zegclip.training.callbacks import ProgressLog
 from zegclip.training.checkpoint_io import AtomicCheckpointIO
 from zegclip.training.cluster import cluster_plugins, default_run_name, on_slurm, slurm_job_id
@@ -56,12 +60,40 @@ class ConfigError(ZegCLIPError, ValueError):
     """A config value that cannot work; the message names the key."""
 
 
+def hydra_message(err: BaseException) -> str:
+    """Hydra's multi-line report of a bad override (a key typo, an unknown experiment) as one line."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    text = lines[0].rstrip(".") if lines else type(err).__name__
+    cause = err.__cause__
+    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+        text += f": {str(cause).strip().splitlines()[0]}"
+    hints = [line for line in lines[1:] if line.startswith("To append to your config use ")]
+    if hints:
+        text += f" (to add a new key use {hints[0].removeprefix('To append to your config use ')})"
+    if any(line.startswith("Available options in") for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options in"))
+        options = []
+        for line in lines[start + 1 :]:
+            if not line or line.startswith("Config search path"):
+                break
+            options.append(line)
+        text += f"; available: {', '.join(options)}"
+    return text
+
+
 def compose_config(name: str = "train", overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` with overrides outside a Hydra app (tools, tests)."""
+    """Compose ``conf/<name>.yaml`` with overrides outside a Hydra app (tools, tests).
+
+    Raises:
+        ConfigError: an override Hydra refuses (a key typo, an unknown config group option).
+    """
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
+        try:
+            return compose(config_name=name, overrides=list(overrides))
+        except HydraException as err:
+            raise ConfigError(hydra_message(err)) from err
 
 
 def accumulation(cfg: DictConfig, world_size: int) -> int:
@@ -252,8 +284,9 @@ def requeued_run(cfg: DictConfig, trainer: L.Trainer) -> Path | None:
 def run_cli(fn, cfg: DictConfig) -> None:
     """Run a Hydra entry point; a :class:`~zegclip.errors.ZegCLIPError` becomes one line.
 
-    Exit codes: 2 for user errors (``error:`` line), 1 for a non-finite loss or weight,
-    143 for a run stopped by SIGTERM / Ctrl-C after writing ``last.ckpt``.
+    Exit codes: 2 for user errors (``error:`` line, a file that cannot be written included),
+    1 for a non-finite loss or weight, 128 + the signal for a run stopped by one after writing
+    ``last.ckpt`` (143 SIGTERM, 130 Ctrl-C, 138 SLURM's SIGUSR1), 130 for Ctrl-C outside training.
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -264,5 +297,33 @@ def run_cli(fn, cfg: DictConfig) -> None:
     except SIGTERMException:  # Lightning's own stop, outside training (validation, test)
         print("interrupted: SIGTERM outside training; nothing to resume", file=sys.stderr)
         code = RunInterrupted.exit_code
+    if code:
+        sys.exit(code)
+
+
+def _call_hydra_app(app: Callable[[], Any]) -> None:
+    try:
+        app()
+    except HydraException as err:  # raised before the task runs: the command line does not compose
+        if user_error(err) is not None:
+            raise
+        raise ConfigError(hydra_message(err)) from err
+
+
+def run_hydra(app: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` app so that Hydra's own errors follow the one-line contract.
+
+    A key typo (``trainer.max_stepz=3``), an unknown experiment or an override that does not
+    parse is one ``error:`` line and exit code 2, instead of Hydra's report and exit code 1;
+    Ctrl-C is exit code 130. With ``HYDRA_FULL_ERROR=1`` set, Hydra reports as it does.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        app()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them and exiting
+    try:
+        code = run_command(_call_hydra_app, app)
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
     if code:
         sys.exit(code)

@@ -22,7 +22,7 @@ from zegclip.data.datasets import (
     setting_label_lut,
     train_class_ids,
 )
-from zegclip.data.layouts import split_file
+from zegclip.data.layouts import split_file, split_source
 from zegclip.data.samplers import SampleSeeded, ShardSampler, TrainStream
 from zegclip.data.synthetic import write_synthetic_voc
 from zegclip.data.transforms import eval_transform, seed_pipeline, train_transform
@@ -245,9 +245,9 @@ class SegDataModule(L.LightningDataModule):
             )
             self.train_set = build_dataset(self.dataset, self.root, self.train_split, pipeline, info=self.info)
             if len(self.train_set) < self.batch_size:
-                raise ValueError(
-                    f"{self.dataset} {self.train_split}: {len(self.train_set)} images, fewer than "
-                    f"batch_size {self.batch_size}"
+                raise DatasetError(
+                    f"{split_source(self.dataset, self.root, self.train_split)}: {len(self.train_set)} training "
+                    f"image(s), fewer than data.batch_size={self.batch_size}; lower data.batch_size or add images"
                 )
         if stage in ("fit", "validate", None) and self.val_set is None:
             self.val_set = build_dataset(

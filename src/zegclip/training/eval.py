@@ -15,13 +15,27 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from zegclip.model import ZegCLIP, load_model
-from zegclip.training.config import CONFIG_DIR, build_trainer, run_cli, save_resolved, validate_config, write_metrics
+from zegclip.training.config import (
+    CONFIG_DIR,
+    ConfigError,
+    build_trainer,
+    run_cli,
+    run_hydra,
+    save_resolved,
+    validate_config,
+    write_metrics,
+)
 from zegclip.training.loggers import finish_loggers
 from zegclip.training.precision import apply_precision
+
+SPLITS = ("val", "test")
+"""The splits an evaluation runs on: the datamodule's validation split, or its test split."""
 
 
 def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float]:
     """Metrics of ``cfg.checkpoint`` (or of an already loaded ``network``) on ``cfg.split``."""
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r} is not valid: expected one of {list(SPLITS)}")
     validate_config(cfg)
     apply_precision(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -72,8 +86,13 @@ def fast_inference(network: ZegCLIP, cfg: DictConfig) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     run_cli(evaluate, cfg)
+
+
+def main() -> None:
+    """``zegclip eval`` / ``python -m zegclip.eval``: Hydra overrides from the command line."""
+    run_hydra(hydra_app)
 
 
 if __name__ == "__main__":

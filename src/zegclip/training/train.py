@@ -26,6 +26,7 @@ from zegclip.training.config import (
     read_training_checkpoint,
     resolve_ckpt_path,
     run_cli,
+    run_hydra,
     save_resolved,
     validate_config,
     write_metrics,
@@ -144,8 +145,8 @@ def export_best(trainer: L.Trainer, module: ZegCLIPModule, cfg: DictConfig, metr
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
-    """The entry point; returns the objective for Hydra sweepers (Optuna, ...)."""
+def hydra_app(cfg: DictConfig) -> float:
+    """The Hydra app; returns the objective for Hydra sweepers (Optuna, ...)."""
     results: dict[str, float] = {}
 
     def run(cfg: DictConfig) -> None:
@@ -153,6 +154,11 @@ def main(cfg: DictConfig) -> float:
 
     run_cli(run, cfg)
     return objective(cfg, results)
+
+
+def main() -> None:
+    """``zegclip train`` / ``python -m zegclip.train``: Hydra overrides from the command line."""
+    run_hydra(hydra_app)
 
 
 if __name__ == "__main__":

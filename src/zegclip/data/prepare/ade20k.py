@@ -6,13 +6,15 @@ ADE20K-150 (``ade150``). Raw: ``ADEChallengeData2016.zip`` (or its extracted
 Prepared: the ``ade150`` layout of :mod:`zegclip.data.layouts` (mmsegmentation 0.x's); images
 and annotations are linked as they are, the reader reduces the labels (0 -> 255, k -> k - 1).
 
-ADE20K-847 (``ade847``). Raw: the full release ``ADE20K_2021_17_01.zip`` (or its extracted
-``ADE20K_2021_17_01/``); only ``images/ADE/validation/<scene>/.../ADE_val_<n>.jpg`` with
-``ADE_val_<n>_seg.png`` is used (and only that part of the zip is extracted). The class of
-a pixel of ``_seg.png`` is ``R / 10 * 256 + G`` (integer division; 0 = unlabelled), an
-index of the full ADE vocabulary. Prepared: the ``ade847`` layout, as the open-vocabulary
-repositories prepare it (KU-CVLAB/CAT-Seg ``datasets/prepare_ade20k_full.py``, the same as
-Mask2Former's ``prepare_ade20k_full_sem_seg.py``, used by SAN), with one change of format:
+ADE20K-847 (``ade847``). Raw: the full release ``ADE20K_2021_17_01.zip`` (the ADE20K site
+names the download ``<username>_<hash>.zip``: any zip holding ``ADE20K_2021_17_01/`` is
+recognised by its content), or its extracted ``ADE20K_2021_17_01/``; only
+``images/ADE/validation/<scene>/.../ADE_val_<n>.jpg`` with ``ADE_val_<n>_seg.png`` is used
+(and only that part of the zip is extracted). The class of a pixel of ``_seg.png`` is
+``R / 10 * 256 + G`` (integer division; 0 = unlabelled), an index of the full ADE
+vocabulary. Prepared: the ``ade847`` layout, as the open-vocabulary repositories prepare it
+(KU-CVLAB/CAT-Seg ``datasets/prepare_ade20k_full.py``, the same as Mask2Former's
+``prepare_ade20k_full_sem_seg.py``, used by SAN), with one change of format:
 
 * the validation images only: the files named ``ADE_val_*`` (2,000);
 * an image whose shorter side is above 512 is resized so that it is 512 (the longer side
@@ -67,6 +69,7 @@ ADE_FULL_VALIDATION = files.Download(
     inner="ADE20K_2021_17_01/images/ADE/validation",
     folders=("ADE20K_2021_17_01/images/ADE/validation", "images/ADE/validation"),
     members="ADE20K_2021_17_01/images/ADE/validation/",  # 2,000 of the release's 27,574 images
+    any_zip_name=True,  # the ADE20K site's download is <username>_<hash>.zip
 )
 
 _ADE_VAL_IMAGE = re.compile(r"^(ADE_val_\d+)\.jpg$")
@@ -236,8 +239,9 @@ def prepare_ade847(
     """Prepare ADE20K-847 (validation) in ``out/ADE20K_2021_17_01``.
 
     Args:
-        raw: Folder with ``ADE20K_2021_17_01.zip`` (or the extracted ``ADE20K_2021_17_01/``,
-            of which ``images/ADE/validation`` is read).
+        raw: Folder with ``ADE20K_2021_17_01.zip`` (under any name: the site's
+            ``<username>_<hash>.zip`` is recognised by its content), or the extracted
+            ``ADE20K_2021_17_01/``, of which ``images/ADE/validation`` is read.
         out: Output root.
         workers: Conversion processes (default min(8, CPU count)).
         strict: Raise PrepareError when counts differ from the official ones.

@@ -2,8 +2,11 @@
 
 Raw: ``VOCtrainval_03-May-2010.tar`` (``VOCdevkit/VOC2010``) and the full 459-class
 annotations, either ``trainval.tar.gz`` (per-image ``trainval/<id>.mat``) or the PASCAL in
-Detail ``trainval_merged.json`` (RLE or polygon masks), optionally with the Context
-``train.txt``/``val.txt`` lists. Two prepared datasets come from them (layouts of
+Detail ``trainval_merged.json`` (RLE or polygon masks), optionally with split lists: CAT-Seg's
+``pascalcontext_val.txt`` (the 5,104 benchmark ids, also used by ov-seg and ODISE) or the
+Context ``train.txt``/``val.txt``. The open-vocabulary repositories' extracted layout, with
+``trainval/``, ``trainval_merged.json`` and ``pascalcontext_val.txt`` inside
+``VOCdevkit/VOC2010/``, is read as well. Two prepared datasets come from them (layouts of
 :mod:`zegclip.data.layouts`):
 
 * ``context`` (:func:`prepare_context`): train and val, 8-bit labels mapped to 0..59 by
@@ -36,6 +39,15 @@ logger = logging.getLogger("zegclip.data.prepare")
 VOC2010_ARCHIVE = "VOCtrainval_03-May-2010.tar"
 CONTEXT_MAT_ARCHIVE = "trainval.tar.gz"
 CONTEXT_JSON = "trainval_merged.json"
+CATSEG_VAL_LIST = "pascalcontext_val.txt"
+"""CAT-Seg's list of the PASCAL Context validation ids (ov-seg and ODISE use the same ids)."""
+CONTEXT_VAL_IMAGES = 5104
+"""The validation images of the Context benchmarks (PC-59, PC-459). VOC 2010's
+``ImageSets/Main/val.txt`` holds 5,105: a val list derived from it (or any other derived
+list) must have this count, or it is refused."""
+_RAW_FOLDERS = (".", "pascal_context", "VOCdevkit/VOC2010", "VOC2010")
+"""Where the annotations JSON and the split lists may lie under ``--raw``: the downloads'
+own folders, or the open-vocabulary repositories' extracted ``VOCdevkit/VOC2010``."""
 
 VOC2010_DEVKIT = files.Download(
     "PASCAL VOC 2010 trainval",
@@ -48,7 +60,13 @@ CONTEXT_MATS = files.Download(
     "PASCAL-Context .mat annotations",
     CONTEXT_MAT_ARCHIVE,
     inner="trainval",
-    folders=("trainval", "pascal_context/trainval", "PascalContext/trainval"),
+    folders=(
+        "trainval",
+        "pascal_context/trainval",
+        "PascalContext/trainval",
+        "VOCdevkit/VOC2010/trainval",
+        "VOC2010/trainval",
+    ),
     suffix=".mat",
 )
 
@@ -205,21 +223,31 @@ def _read_context_json(path: Path) -> tuple[dict[str, tuple[int, int, str]], dic
     return images, anns
 
 
-def _find_context_lists(raw: Path) -> tuple[Path, Path] | None:
-    """Find the PASCAL-Context ``train.txt``/``val.txt`` pair in ``raw`` (not the VOC lists)."""
-    skip = {"VOCdevkit", "JPEGImages", "trainval", "Annotations", files.EXTRACT_DIR}
+def _list_folders(raw: Path) -> list[Path]:
+    """Folders of ``raw`` that may hold a Context split list (never the VOC ``ImageSets`` lists)."""
+    skip = {"VOCdevkit", "JPEGImages", "trainval", "Annotations", "ImageSets", files.EXTRACT_DIR}
     candidates = [layouts.split_dir("context", raw)]  # a raw folder laid out as prepared
+    candidates += [raw / folder for folder in _RAW_FOLDERS]
     for root, dirs, _files in os.walk(raw):
         depth = len(Path(root).relative_to(raw).parts)
         dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith(".") and depth < 2)
         candidates.append(Path(root))
-    for folder in candidates:
-        train, val = folder / "train.txt", folder / "val.txt"
-        if train.is_file() and val.is_file():
-            ids = files.read_split(train)[:5]
+    return list(dict.fromkeys(candidates))
+
+
+def _find_list(raw: Path, name: str) -> Path | None:
+    """The first ``name`` (``val.txt``, ``pascalcontext_val.txt``, ...) in ``raw`` that lists VOC ids."""
+    for folder in _list_folders(raw):
+        path = folder / name
+        if path.is_file():
+            ids = files.read_split(path)[:5]
             if ids and all(_VOC_ID.match(i) for i in ids):
-                return train, val
+                return path
     return None
+
+
+def _find_json(raw: Path) -> Path | None:
+    return next((raw / f / CONTEXT_JSON for f in _RAW_FOLDERS if (raw / f / CONTEXT_JSON).is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -232,7 +260,7 @@ class _Sources:
     """The folder of per-image ``<id>.mat`` files; None: the annotations are ``json_path``."""
     json_path: Path | None
     images_json: dict[str, tuple[int, int, str]]
-    """``{id: (height, width, phase)}`` of the Detail JSON (empty with ``mats``)."""
+    """``{id: (height, width, phase)}`` of the Detail JSON (empty unless it was read)."""
     anns: dict[str, list]
     """``{id: [(category_id, segmentation), ...]}`` of the Detail JSON (empty with ``mats``)."""
     annotated: set[str]
@@ -244,68 +272,110 @@ class _Sources:
     """Where the lists come from, for messages."""
 
 
-def _sources(name: str, raw: Path, out: Path) -> _Sources:
-    """Locate the VOC 2010 images and the full annotations in ``raw``; find or derive the lists.
+class _Json:
+    """The Detail JSON, read once and only when something needs it (it is large)."""
 
-    Lists: the Context ``train.txt``/``val.txt`` in ``raw``, else the ``phase`` of each
-    image of the Detail JSON, else VOC 2010 ``ImageSets/Main/{train,val}.txt`` intersected
-    with the annotated ids. ``name`` (``context``, ``pc459``) only names the log lines.
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._read: tuple[dict[str, tuple[int, int, str]], dict[str, list]] | None = None
+
+    def read(self) -> tuple[dict[str, tuple[int, int, str]], dict[str, list]]:
+        if self._read is None:
+            self._read = _read_context_json(self.path) if self.path is not None else ({}, {})
+        return self._read
+
+    def phase(self, phase: str) -> list[str]:
+        return [i for i, (_h, _w, p) in self.read()[0].items() if p == phase]
+
+
+def _val_ids(name: str, raw: Path, main_sets: Path, annotated: set[str], detail: _Json) -> tuple[list[str], str]:
+    """The validation ids and where they come from, in this order: CAT-Seg's ``pascalcontext_val.txt``,
+    the Detail JSON's ``phase``, a Context ``val.txt``, VOC 2010 ``ImageSets/Main/val.txt`` (annotated ids).
+
+    A list file found in ``raw`` is taken as it is (the user put it there); a list derived from
+    the JSON or from VOC 2010 is taken only with the benchmark's :data:`CONTEXT_VAL_IMAGES` ids.
+
+    Raises:
+        PrepareError: no source gives a usable list (the message says what was found).
+    """
+    catseg = _find_list(raw, CATSEG_VAL_LIST)
+    if catseg is not None:
+        return files.read_split(catseg), str(catseg)
+    skipped = []
+    if detail.path is not None:
+        ids = detail.phase("val")
+        if len(set(ids)) == CONTEXT_VAL_IMAGES:
+            return ids, f"the 'phase' of each image in {detail.path}"
+        skipped.append(f"the 'phase' of {detail.path} gives {len(set(ids)):,}")
+    listed = _find_list(raw, "val.txt")
+    if listed is not None:
+        return files.read_split(listed), str(listed)
+    if (main_sets / "val.txt").is_file():
+        ids = [i for i in files.read_split(main_sets / "val.txt") if i in annotated]
+        if len(set(ids)) == CONTEXT_VAL_IMAGES:
+            return ids, f"{main_sets}/val.txt (the annotated ids among them)"
+        skipped.append(f"{main_sets}/val.txt gives {len(set(ids)):,} annotated ids")
+    raise files.PrepareError(
+        f"{name}: no validation list of the {CONTEXT_VAL_IMAGES:,} benchmark images in {raw} "
+        f"({'; '.join(skipped) or 'nothing to derive one from'}); put CAT-Seg's {CATSEG_VAL_LIST} (or the "
+        "Context val.txt) in --raw: its ids are taken as they are, a subset too"
+    )
+
+
+def _train_ids(raw: Path, main_sets: Path, annotated: set[str], detail: _Json) -> tuple[list[str], str]:
+    """The training ids: a Context ``train.txt`` in ``raw``, else the JSON's ``phase``, else VOC 2010's (annotated)."""
+    listed = _find_list(raw, "train.txt")
+    if listed is not None:
+        return files.read_split(listed), str(listed)
+    if detail.path is not None:
+        return detail.phase("train"), f"the 'phase' of each image in {detail.path}"
+    if not (main_sets / "train.txt").is_file():
+        raise files.PrepareError(f"no PASCAL-Context train.txt found in {raw}, and no {main_sets}/train.txt")
+    ids = [i for i in files.read_split(main_sets / "train.txt") if i in annotated]
+    return ids, f"{main_sets}/train.txt (the annotated ids among them)"
+
+
+def _sources(name: str, raw: Path, out: Path, splits: tuple[str, ...] = ("train", "val")) -> _Sources:
+    """Locate the VOC 2010 images and the full annotations in ``raw``; find or derive the lists of ``splits``.
+
+    The val list: :func:`_val_ids`; the train list: :func:`_train_ids`. ``name`` (``context``,
+    ``pc459``) names the log lines and messages.
     """
     voc, mats = files.locate(raw, out, VOC2010_DEVKIT), files.locate(raw, out, CONTEXT_MATS, optional=True)
-    json_path = next(
-        (p for p in (raw / CONTEXT_JSON, raw / "pascal_context" / CONTEXT_JSON) if p.is_file()),
-        None,
-    )
-    if mats is None and json_path is None:
+    detail = _Json(_find_json(raw))
+    if mats is None and detail.path is None:
         raise files.PrepareError(
             f"PASCAL-Context annotations not found: expected {CONTEXT_MAT_ARCHIVE} (or its "
-            f"trainval/ folder of .mat files) or {CONTEXT_JSON} in {raw}"
+            f"trainval/ folder of .mat files) or {CONTEXT_JSON} in {raw} (or in {raw}/VOCdevkit/VOC2010)"
         )
     if mats is not None:
         annotated = {p.stem for p in mats.iterdir() if p.suffix == ".mat"}
-        images_json, anns = {}, {}
         source = str(mats)
     else:
-        images_json, anns = _read_context_json(json_path)
-        annotated = set(images_json)
-        source = str(json_path)
-
-    lists = _find_context_lists(raw)
-    if lists is not None:
-        train, val = files.read_split(lists[0]), files.read_split(lists[1])
-        list_source = f"{lists[0]} and {lists[1]}"
-        logger.info("%s: split lists from %s and %s", name, *lists)
-    elif images_json:
-        train = [i for i, (_h, _w, phase) in images_json.items() if phase == "train"]
-        val = [i for i, (_h, _w, phase) in images_json.items() if phase == "val"]
-        list_source = f"the 'phase' of each image in {json_path}"
-        logger.info("%s: split lists from the 'phase' of each image in %s", name, json_path)
-    else:
-        main_sets = voc / "ImageSets" / "Main"
-        if not (main_sets / "train.txt").is_file() or not (main_sets / "val.txt").is_file():
-            raise files.PrepareError(
-                f"no PASCAL-Context train.txt/val.txt found in {raw}, and no "
-                f"{main_sets}/train.txt, val.txt to derive them from"
-            )
-        train = [i for i in files.read_split(main_sets / "train.txt") if i in annotated]
-        val = [i for i in files.read_split(main_sets / "val.txt") if i in annotated]
-        list_source = f"{main_sets}/{{train,val}}.txt (the annotated ids among them)"
-        logger.info(
-            "%s: no Context split lists in %s; derived them from VOC2010 "
-            "ImageSets/Main/{train,val}.txt intersected with the annotated ids",
-            name,
-            raw,
+        annotated = set(detail.read()[0])
+        source = str(detail.path)
+    main_sets = voc / "ImageSets" / "Main"
+    lists, list_sources = {}, []
+    for split in splits:
+        ids, where = (
+            _val_ids(name, raw, main_sets, annotated, detail)
+            if split == "val"
+            else _train_ids(raw, main_sets, annotated, detail)
         )
+        lists[split] = sorted(set(ids))
+        list_sources.append(f"{split}: {where}")
+        logger.info("%s: %s ids from %s", name, split, where)
+    images_json, anns = detail.read() if mats is None else ({}, {})  # the JSON's masks: only without .mat files
     return _Sources(
         voc=voc,
         mats=mats,
-        json_path=json_path,
+        json_path=detail.path,
         images_json=images_json,
         anns=anns,
         annotated=annotated,
         source=source,
-        lists={"train": sorted(set(train)), "val": sorted(set(val))},
-        list_source=list_source,
+        lists=lists,
+        list_source="; ".join(list_sources),
     )
 
 
@@ -317,7 +387,7 @@ def _prepare(name: str, raw: str | Path, out: str | Path, splits: tuple[str, ...
             an image or an annotation.
     """
     raw, out = Path(raw), Path(out)
-    src = _sources(name, raw, out)
+    src = _sources(name, raw, out, splits)
     n_images = files.link_files(src.voc / "JPEGImages", layouts.image_dir(name, out), ".jpg", "images")
     bad = []
     for split in splits:
@@ -357,8 +427,9 @@ def prepare_context(
     Args:
         raw: Folder with ``VOCtrainval_03-May-2010.tar`` (or ``VOCdevkit/VOC2010``) and the
             full PASCAL-Context annotations: ``trainval.tar.gz`` (or its ``trainval/`` folder
-            of per-image .mat files) or ``trainval_merged.json``; optionally the Context
-            ``train.txt``/``val.txt`` lists.
+            of per-image .mat files) or ``trainval_merged.json``; optionally split lists
+            (``pascalcontext_val.txt``, the Context ``train.txt``/``val.txt``). Val ids: see
+            :func:`_val_ids`.
         out: Output root.
         workers: Conversion processes (default min(8, CPU count)).
         strict: Raise PrepareError when counts differ from the official ones.

@@ -22,11 +22,12 @@ import logging
 import multiprocessing
 import os
 import shutil
+import stat
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -196,6 +197,57 @@ def _read_stamp(folder: Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else None
 
 
+def _inside(root: str, path: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def _unsafe_member(member: tarfile.TarInfo, dest: Path) -> str | None:
+    """Why ``member`` may not be extracted into ``dest``, or None: checked here on every Python.
+
+    ``tarfile``'s ``data`` filter does the same where it exists (Python 3.12, and 3.8-3.11
+    since their 2023 security releases); without it (3.10.0-3.10.11, 3.11.0-3.11.3) tarfile
+    writes wherever a member points. Paths are resolved on disk (``realpath``), so a member
+    written through a link extracted before it is caught too.
+    """
+    name = member.name
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor:
+        return "an absolute path"
+    root = os.path.realpath(dest)
+    if not _inside(root, os.path.realpath(os.path.join(root, name))):
+        return "a path outside the extraction folder"
+    if member.issym() or member.islnk():
+        if PurePosixPath(member.linkname).is_absolute() or PureWindowsPath(member.linkname).anchor:
+            return f"a link to the absolute path {member.linkname}"
+        base = os.path.dirname(os.path.join(root, name)) if member.issym() else root  # hard links: from the top
+        if not _inside(root, os.path.realpath(os.path.join(base, member.linkname))):
+            return f"a link to {member.linkname}, outside the extraction folder"
+    elif not (member.isfile() or member.isdir()):
+        return "a device or pipe, not a file"
+    return None
+
+
+def _extract_tar(archive: Path, dest: Path, members: str | None) -> None:
+    """Extract a tar archive member by member, each checked by :func:`_unsafe_member` first.
+
+    Raises:
+        PrepareError: a member would be written outside ``dest`` or is a device; nothing
+            after it is extracted.
+    """
+    data_filter = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    with tarfile.open(archive) as tf:
+        for member in tqdm(tf, desc=f"extract {archive.name}", unit="file"):
+            if members is not None and not member.name.startswith(members):
+                continue
+            why = _unsafe_member(member, dest)
+            if why is not None:
+                raise PrepareError(f"refusing to extract {archive}: member {member.name!r} is {why}")
+            if not data_filter:  # what the data filter also does: no set-id bits, no foreign owner
+                member.mode &= ~(stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH)
+                if hasattr(os, "getuid"):  # POSIX: tarfile gives files the archive's owner when run as root
+                    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+            tf.extract(member, dest, **data_filter)
+
+
 def _extract(archive: Path, extract_root: Path, members: str | None = None) -> Path:
     """Extract ``archive`` into ``extract_root/<archive name>`` and return that folder.
 
@@ -233,11 +285,7 @@ def _extract(archive: Path, extract_root: Path, members: str | None = None) -> P
                 for name in tqdm(names, desc=f"extract {archive.name}", unit="file"):
                     zf.extract(name, partial)
         elif tarfile.is_tarfile(archive):
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            with tarfile.open(archive) as tf:
-                for member in tqdm(tf, desc=f"extract {archive.name}", unit="file"):
-                    if members is None or member.name.startswith(members):
-                        tf.extract(member, partial, **safe)
+            _extract_tar(archive, partial, members)
         else:
             raise PrepareError(f"{archive} is neither a tar nor a zip archive (incomplete or wrong download?)")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
@@ -274,6 +322,22 @@ class Download:
     members: str | None = None
     """If set, only the archive members whose names start with it are extracted (a part of a
     large archive: the full ADE20K release's validation images)."""
+    any_zip_name: bool = False
+    """Without ``archive`` in ``--raw``, take any ``*.zip`` there that holds ``inner`` (the ADE20K
+    site names its downloads ``<username>_<hash>.zip``)."""
+
+
+def _zip_holding(raw: Path, download: Download) -> Path | None:
+    """The first ``*.zip`` in ``raw`` with a member under ``download.inner`` (its directory only is read)."""
+    prefix = download.inner.rstrip("/") + "/"
+    for path in sorted(raw.glob("*.zip")):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if any(name.startswith(prefix) for name in zf.namelist()):
+                    return path
+        except (zipfile.BadZipFile, OSError):  # another download, or one cut short: not this one
+            continue
+    return None
 
 
 def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> Path | None:
@@ -305,6 +369,12 @@ def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> 
     if d.archive is not None:
         path = raw / d.archive
         looked.append(str(path))
+        if not path.is_file() and d.any_zip_name:
+            looked.append(f"any *.zip in {raw} holding {d.inner}/")
+            found = _zip_holding(raw, d)
+            if found is not None:
+                logger.info("%s: the %s, recognised by its content", found, d.what)
+                path = found
         if path.is_file():
             cand = _extract(path, out / EXTRACT_DIR, d.members) / d.inner
             lacks = missing(cand) if cand.is_dir() else [d.inner + "/"]
@@ -316,6 +386,8 @@ def locate(raw: Path, out: Path, download: Download, optional: bool = False) -> 
     if optional:
         return None
     expected = f"folder {d.folders[0]}/" + (f" or archive {d.archive}" if d.archive else "")
+    if d.any_zip_name:
+        expected += f" (under any name: a zip holding {d.inner}/ is recognised)"
     raise PrepareError(f"{d.what} not found: expected {expected} in {raw} (looked for {', '.join(looked)})")
 
 
