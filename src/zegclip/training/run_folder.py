@@ -83,7 +83,7 @@ def claim_run_folder(folder: str | Path, *, resuming: bool, overwrite: bool) -> 
         folder.mkdir(parents=True, exist_ok=True)
         lock = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 (held for the whole run)
     except OSError as err:
-        raise RunFolderError(f"cannot write the run folder {folder}: {err.strerror or err}") from err
+        raise RunFolderError(f"{folder}: the run folder cannot be written: {err.strerror or err}") from err
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
