@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -10,6 +12,13 @@ from zegclip.model.loss import upsample
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """Images N x 3 x h x w -> per-class scores N x C x h x w at the same size."""
+EncodeFn = Callable[[torch.Tensor], Any]
+"""Normalised images N x 3 x h x w -> the image encoder's outputs, whatever `DecodeFn` takes."""
+DecodeFn = Callable[[Any, torch.Tensor], torch.Tensor]
+"""(Encoder outputs, class embeddings C x D) -> mask logits N x C x h/patch x w/patch."""
+
+SCORE_BUDGET = 1 << 24
+"""Score values `predict_labels` holds at once by default (64 MB in fp32)."""
 
 
 def short_side_size(height: int, width: int, short_side: int = 512) -> tuple[int, int]:
@@ -88,3 +97,103 @@ def logits_to_scores(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.
     """Mask logits B x C x h x w -> sigmoid scores at ``size`` (logits upsampled first)."""
     scores = upsample(mask_logits, size).float()
     return scores.sigmoid() if scores.data_ptr() == mask_logits.data_ptr() else scores.sigmoid_()
+
+
+def over_windows(
+    score_fn: ScoreFn, images: torch.Tensor, mode: str, crop: int, stride: int, batch: int
+) -> torch.Tensor:
+    """Scores of the whole image, or averaged over sliding windows (docs/method.md §6)."""
+    if mode == "whole":
+        return score_fn(images)
+    if mode == "slide":
+        return slide_inference(score_fn, images, crop=crop, stride=stride, window_batch=batch)
+    raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+
+
+@torch.no_grad()
+def predict_scores(
+    encode: EncodeFn,
+    decode: DecodeFn,
+    images: torch.Tensor,
+    class_embeddings: torch.Tensor,
+    seen_mask: torch.Tensor | Sequence[bool] | None = None,
+    mode: str = "slide",
+    crop: int = 512,
+    stride: int = 426,
+    *,
+    output_size: tuple[int, int] | None = None,
+    window_batch: int = 8,
+    shift: float = 0.1,
+) -> torch.Tensor:
+    """`ZegCLIP.predict` for any network split into ``encode`` and ``decode``: B x C x H x W scores.
+
+    Every backend (PyTorch, OpenVINO) shares this and `predict_labels`; only the two
+    network calls differ.
+    """
+
+    def score_fn(x: torch.Tensor) -> torch.Tensor:
+        return logits_to_scores(decode(encode(x), class_embeddings), x.shape[-2:])
+
+    scores = over_windows(score_fn, images, mode, crop, stride, window_batch)
+    if output_size is not None:
+        scores = upsample(scores, output_size)
+    if seen_mask is not None:
+        seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
+    return calibrate(scores, seen_mask, shift)
+
+
+@torch.no_grad()
+def predict_labels(
+    encode: EncodeFn,
+    decode: DecodeFn,
+    images: torch.Tensor,
+    class_embeddings: torch.Tensor,
+    seen_mask: torch.Tensor | Sequence[bool] | None = None,
+    mode: str = "slide",
+    crop: int = 512,
+    stride: int = 426,
+    *,
+    output_size: tuple[int, int] | None = None,
+    window_batch: int = 8,
+    shift: float = 0.1,
+    class_chunk: int | None = None,
+) -> torch.Tensor:
+    """`ZegCLIP.predict_labels` for any network split into ``encode`` and ``decode``: B x H x W.
+
+    The classes are scored ``class_chunk`` at a time (default: as many as fit `SCORE_BUDGET`
+    score values at the output size) and only the running best score and class per pixel
+    are kept; ``encode`` runs once per window batch, its outputs reused for every chunk.
+    Ties go to the lower class index, as with ``argmax``.
+    """
+    num_classes = class_embeddings.shape[0]
+    size = output_size or tuple(images.shape[-2:])
+    chunk = class_chunk or max(1, SCORE_BUDGET // (images.shape[0] * size[0] * size[1]))
+    windows = {"mode": mode, "crop": crop, "stride": stride, "output_size": output_size, "window_batch": window_batch}
+    if num_classes <= chunk:
+        return predict_scores(encode, decode, images, class_embeddings, seen_mask, shift=shift, **windows).argmax(1)
+    seen = None if seen_mask is None else torch.as_tensor(seen_mask, dtype=torch.bool)
+    encoded: list[Any] = []  # encoder outputs, in call order
+
+    def scores_of(embeds: torch.Tensor) -> torch.Tensor:
+        calls = itertools.count()
+
+        def score_fn(x: torch.Tensor) -> torch.Tensor:
+            call = next(calls)
+            if call == len(encoded):  # first chunk: run the encoder and keep what it gives
+                encoded.append(encode(x))
+            return logits_to_scores(decode(encoded[call], embeds), x.shape[-2:])
+
+        return over_windows(score_fn, images, mode, crop, stride, window_batch)
+
+    best = labels = None
+    for first in range(0, num_classes, chunk):
+        scores = upsample(scores_of(class_embeddings[first : first + chunk]), size)  # B x K x H x W
+        scores = calibrate(scores, None if seen is None else seen[first : first + chunk], shift)
+        value, index = scores.max(1)  # first maximum within the chunk
+        if best is None:
+            best, labels = value, index
+        else:
+            better = value > best  # strictly: a tie keeps the earlier class
+            best = torch.where(better, value, best)
+            labels = torch.where(better, index + first, labels)
+    return labels
