@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zegclip.model import inference
 from zegclip.model.clip_encoder import PromptedVisionEncoder
 from zegclip.model.decoder import AttentionMaskDecoder, RelationshipDescriptor
+from zegclip.model.inference import Predictor
 from zegclip.model.pretrained import push_to_hub, write_pretrained
 from zegclip.model.text import SINGLE_TEMPLATE, TextEncoder
 
@@ -44,11 +44,12 @@ class ZegCLIPOutput:
     patch_embeddings: torch.Tensor
 
 
-class ZegCLIP(nn.Module):
+class ZegCLIP(nn.Module, Predictor):
     """Zero-shot segmentation with a frozen CLIP (Zhou et al., CVPR 2023).
 
     Built by :func:`zegclip.model.build.build_zegclip`; ``config`` holds the keyword
-    arguments that rebuild it, so checkpoints describe themselves.
+    arguments that rebuild it, so checkpoints describe themselves. ``predict`` and
+    ``predict_labels`` come from `Predictor`, shared with the OpenVINO backend.
     """
 
     def __init__(
@@ -105,66 +106,13 @@ class ZegCLIP(nn.Module):
             layer_logits = self.decoder(queries, patch_embeds)  # each B x C x h x w
         return ZegCLIPOutput(layer_logits[-1], layer_logits, global_embed, patch_embeds)
 
-    def _decode_logits(self, encoded: tuple[torch.Tensor, torch.Tensor], embeds: torch.Tensor) -> torch.Tensor:
-        """`decode` of the image encoder's outputs, its last logits only (`inference.DecodeFn`)."""
-        return self.decode(*encoded, embeds).logits
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images B x 3 x H x W -> (global B x D, patches B x D x h x w), for `decode_logits`."""
+        return self.image_encoder(images)
 
-    @torch.no_grad()
-    def predict(
-        self,
-        images: torch.Tensor,
-        class_embeddings: torch.Tensor,
-        seen_mask: torch.Tensor | Sequence[bool] | None = None,
-        mode: str = "slide",
-        crop: int = 512,
-        stride: int = 426,
-        *,
-        output_size: tuple[int, int] | None = None,
-        window_batch: int = 8,
-        shift: float = 0.1,
-    ) -> torch.Tensor:
-        """Calibrated per-class scores B x C x H x W; their argmax is the segmentation.
-
-        Args:
-            images: normalised B x 3 x H x W (for the paper's protocol, short side 512).
-            class_embeddings: C x D.
-            seen_mask: C booleans marking seen classes, whose scores drop by ``shift``
-                (inductive models); None for no calibration.
-            mode: ``"slide"`` (crop x crop windows, ``stride`` apart) or ``"whole"``.
-            output_size: resize the scores to this (H, W), e.g. the original image's.
-        """
-        return inference.predict_scores(
-            self.image_encoder, self._decode_logits, images, class_embeddings, seen_mask, mode, crop, stride,
-            output_size=output_size, window_batch=window_batch, shift=shift,
-        )  # fmt: skip
-
-    @torch.no_grad()
-    def predict_labels(
-        self,
-        images: torch.Tensor,
-        class_embeddings: torch.Tensor,
-        seen_mask: torch.Tensor | Sequence[bool] | None = None,
-        mode: str = "slide",
-        crop: int = 512,
-        stride: int = 426,
-        *,
-        output_size: tuple[int, int] | None = None,
-        window_batch: int = 8,
-        shift: float = 0.1,
-        class_chunk: int | None = None,
-    ) -> torch.Tensor:
-        """``predict(...).argmax(1)``, B x H x W int64, in memory bounded for any vocabulary.
-
-        The classes are scored ``class_chunk`` at a time (default: as many as fit 2**24
-        score values at the output size, 64 MB) and only the running best score and class
-        per pixel are kept; the image encoder runs once, its outputs reused for every
-        chunk. Ties go to the lower class index, as with ``argmax``. For 847 classes on a
-        512 x 683 image this holds about 70 MB of scores instead of 2.4 GB.
-        """
-        return inference.predict_labels(
-            self.image_encoder, self._decode_logits, images, class_embeddings, seen_mask, mode, crop, stride,
-            output_size=output_size, window_batch=window_batch, shift=shift, class_chunk=class_chunk,
-        )  # fmt: skip
+    def decode_logits(self, encoded: tuple[torch.Tensor, torch.Tensor], class_embeddings: torch.Tensor) -> torch.Tensor:
+        """The last mask logits B x C x h x w of `decode` (``predict`` and ``predict_labels`` call it)."""
+        return self.decode(*encoded, class_embeddings).logits
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the tensors that train (prompts, prompt norm, descriptor, decoder)."""
