@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 import zegclip.openvino as zov
+from tests.helpers.configs import SMALL_EVAL, TINY_DEMO
 from zegclip import build_zegclip, segment
 from zegclip.cli.predict import main as predict_main
 from zegclip.data.synthetic import make_sample
@@ -64,6 +65,12 @@ def compare(model: ZegCLIP, compiled: zov.OpenVINOZegCLIP, images: torch.Tensor,
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("openvino")
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(monkeypatch, cache: Path) -> None:
+    """The default cache folder (commands, eval) inside the test's temporary files, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache / "xdg"))
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +234,81 @@ def test_predict_options_that_do_not_fit_the_backend(tmp_path: Path, capsys, opt
     assert predict_main([str(picture), "--tiny", "--classes", "a; b", *options, "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_demo_backend_openvino(tmp_path: Path) -> None:
+    """The demo's requests (zegclip demo --backend openvino): precisions of this CPU, the best one
+    first; the labels those of zegclip.segment with the same compiled model."""
+    from zegclip.cli.demo import Demo, DemoError
+
+    torch.manual_seed(0)
+    model = zegclip_tiny().eval()
+    picture = tmp_path / "a.png"
+    Image.fromarray(make_sample(np.random.default_rng(0), 64, 96)[0]).save(picture)
+    demo = Demo(model, short_side=64, work_dir=tmp_path / "demo", backend="openvino")
+    assert demo.precisions == zov.cpu_precisions()[::-1]
+    out = demo.run([picture], "a; b; c", precision=demo.precisions[0])
+    assert f"(cpu, openvino, {demo.precisions[0]}, slide, 3 classes)" in out.status
+    label = np.asarray(Image.open(out.downloads[0]))
+    expected = segment(zov.compile_model(model, demo.precisions[0]), picture, "a; b; c", short_side=64)
+    assert np.array_equal(label, expected.labels)
+    with pytest.raises(DemoError, match="precision 'fp16' is not available"):
+        demo.run([picture], "a; b; c", precision="fp16")
+    with pytest.raises(zov.OpenVINOError, match="CPU only, not on meta"):
+        Demo(model, device="meta", backend="openvino")
+    assert model.pixel_mean.device.type == "cpu"  # refused before the model moved
+
+
+# ---------------------------------------------------------------- eval and suite
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pt"
+    zegclip_tiny().save(path)
+    return path
+
+
+@pytest.fixture
+def openvino_calls(monkeypatch) -> list[tuple[int, ...]]:
+    """Shapes of the image batches the OpenVINO encoder ran on."""
+    calls, encode = [], zov.OpenVINOZegCLIP.encode_images
+    monkeypatch.setattr(
+        zov.OpenVINOZegCLIP, "encode_images", lambda self, x: calls.append(tuple(x.shape)) or encode(self, x)
+    )
+    return calls
+
+
+def test_eval_backend_openvino_scores_like_torch(compose_cfg, tiny_checkpoint: Path, openvino_calls, tmp_path) -> None:
+    """zegclip eval backend=openvino (the real eval config): the OpenVINO encoder runs every window,
+    and the scores are those of the torch backend (fp32 both)."""
+    from zegclip.training.eval import evaluate
+
+    base = [*TINY_DEMO, f"checkpoint={tiny_checkpoint}", "logger=none", f"hydra.run.dir={tmp_path}"]
+    theirs = evaluate(compose_cfg("eval", base))
+    assert not openvino_calls
+    ours = evaluate(compose_cfg("eval", [*base, "backend=openvino"]))
+    assert len(openvino_calls) == 3  # the 3 validation images, one window each
+    assert ours["eval/images_per_s"] > 0
+    for key in ("val/pAcc", "val/mIoU"):
+        assert ours[key] == pytest.approx(theirs[key], abs=0.2), key  # only exact near-ties may differ
+    with pytest.raises(zov.OpenVINOError, match="backend=openvino runs trainer.precision=32-true .* not 16-mixed"):
+        evaluate(compose_cfg("eval", [*base, "backend=openvino", "trainer.precision=16-mixed"]))
+    with pytest.raises(zov.OpenVINOError, match="backend must be one of torch, openvino, got 'onnx'"):
+        evaluate(compose_cfg("eval", [*base, "backend=onnx"]))
+
+
+def test_suite_backend_openvino(tmp_path: Path, tiny_checkpoint: Path, openvino_calls) -> None:
+    """zegclip suite --backend openvino: every benchmark evaluated with backend=openvino."""
+    from tests.helpers.fake_raw import VOC_IDS, make_voc_raw
+    from zegclip.cli.main import main as zegclip_main
+    from zegclip.data.prepare import prepare_voc
+
+    make_voc_raw(tmp_path / "raw", **VOC_IDS)
+    prepare_voc(tmp_path / "raw", tmp_path / "data" / "voc", workers=1)
+    out = tmp_path / "suite"
+    argv = ["suite", "--checkpoint", str(tiny_checkpoint), "--benchmarks", "PAS-20", "--backend", "openvino"]
+    assert zegclip_main([*argv, "--output", str(out), f"paths.data_dir={tmp_path / 'data'}", *SMALL_EVAL]) == 0
+    assert "backend: openvino" in (out / "coco_to_voc" / "config_resolved.yaml").read_text()
+    assert openvino_calls and (out / "suite.md").is_file()

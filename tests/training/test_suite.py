@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.configs import SMALL_EVAL
 from tests.helpers.fake_raw import VOC_IDS, make_voc_raw
 from tests.helpers.fake_raw_ade import ADE150_IDS, make_ade150_raw, make_ade_full_raw
 from tests.helpers.fake_raw_pc459 import make_pc459_raw
@@ -17,8 +18,7 @@ from zegclip.data.prepare import prepare_ade150, prepare_ade847, prepare_context
 from zegclip.model.build import zegclip_tiny
 from zegclip.training.suite import BENCHMARKS
 
-SMALL = ["data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false", "data.eval_short_side=64"]
-SMALL += ["module.crop=64", "module.stride=48", "logger=none", "callbacks=none"]
+SMALL = SMALL_EVAL
 
 
 @pytest.fixture
