@@ -263,14 +263,6 @@ def test_demo_backend_openvino(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tiny_checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pt"
-    zegclip_tiny().save(path)
-    return path
-
-
-@pytest.fixture
 def openvino_calls(monkeypatch) -> list[tuple[int, ...]]:
     """Shapes of the image batches the OpenVINO encoder ran on."""
     calls, encode = [], zov.OpenVINOZegCLIP.encode_images
