@@ -147,6 +147,23 @@ def test_cache_is_keyed_by_the_weights(cache: Path) -> None:
     assert sorted(p.name for p in (cache / "keyed").iterdir()) == sorted([first.folder.name, changed.folder.name])
 
 
+def test_release_torch_weights_frees_what_openvino_holds(cache: Path) -> None:
+    """zegclip predict's setting: the PyTorch copies go (to the meta device), the results stay."""
+    torch.manual_seed(0)
+    model = spread(zegclip_tiny(), LOGIT_SPREAD["tiny"])
+    images, embeds = torch.randn(1, 3, 64, 96), model.encode_text(["a", "b", "c"])
+    reference = model.predict(images, embeds, mode="whole")
+    with pytest.raises(zov.OpenVINOError, match="needs the cache folder"):
+        zov.compile_model(model, "fp32", cache_dir=False, release_torch_weights=True)
+    compiled = zov.compile_model(model, "fp32", cache_dir=cache, release_torch_weights=True)
+    assert all(p.is_meta for p in model.image_encoder.visual.transformer.parameters())
+    assert all(p.is_meta for p in model.decoder.parameters())
+    assert not any(p.is_meta for p in model.text_encoder.parameters())  # the text side stays
+    torch.testing.assert_close(compiled.predict(images, compiled.encode_text(["a", "b", "c"]), mode="whole"), reference)
+    with pytest.raises(zov.OpenVINOError, match="weights were released"):
+        zov.compile_model(model, "fp32", cache_dir=cache / "other")
+
+
 def test_default_cache_follows_xdg_cache_home(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert zov.default_cache_dir() == tmp_path / "xdg" / "zegclip" / "openvino"

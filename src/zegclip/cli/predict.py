@@ -369,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(device, model)
     model.to(device).eval()
     if args.backend == "openvino":  # the image side in OpenVINO; scores, windows and text stay as they are
-        model = compile_model(model, precision)
+        model = compile_model(model, precision, release_torch_weights=True)  # this process segments through it only
         print(f"backend: {model.describe()}", file=sys.stderr)
         precision = "fp32"  # no torch autocast around it
     elif precision != "fp32":  # frozen CLIP weights cast once instead of by autocast on every call
