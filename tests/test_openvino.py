@@ -164,6 +164,34 @@ def test_release_torch_weights_frees_what_openvino_holds(cache: Path) -> None:
         zov.compile_model(model, "fp32", cache_dir=cache / "other")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_ir_pages_are_handed_back_after_compiling(tiny: ZegCLIP, tmp_path: Path) -> None:
+    """OpenVINO keeps the IR weights file mapped; its pages are not left resident after compiling,
+    and the results stay exact (pages read again come back from the file)."""
+
+    def resident_kib(folder: Path) -> dict[str, int]:
+        sizes, name = {}, None
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            fields = line.split()
+            if re.match(r"[0-9a-f]+-[0-9a-f]+$", fields[0]):  # a mapping's header line, with a path or not
+                name = fields[5] if len(fields) > 5 and fields[5].startswith(str(folder.resolve())) else None
+            elif name and fields[0] == "Rss:":
+                sizes[name] = sizes.get(name, 0) + int(fields[1])
+        return sizes
+
+    zov._COMPILED.pop(tiny, None)  # compile again, from the files of a new cache
+    compiled = zov.compile_model(tiny, "fp32", cache_dir=tmp_path)
+    zov._COMPILED.pop(tiny, None)
+    compiled = zov.compile_model(tiny, "fp32", cache_dir=tmp_path)  # read from the IR files
+    mapped = resident_kib(tmp_path)
+    assert any(name.endswith("encoder.bin") for name in mapped), mapped  # OpenVINO maps the file...
+    assert sum(mapped.values()) == 0, mapped  # ...and none of it stays resident
+    images, embeds = torch.randn(1, 3, 64, 96), torch.randn(3, 64)
+    torch.testing.assert_close(
+        compiled.predict(images, embeds, mode="whole"), tiny.predict(images, embeds, mode="whole"), atol=1e-5, rtol=0
+    )
+
+
 def test_default_cache_follows_xdg_cache_home(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert zov.default_cache_dir() == tmp_path / "xdg" / "zegclip" / "openvino"

@@ -23,11 +23,13 @@ positional embedding as an input, so one graph serves every image size. Needs th
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -360,6 +362,39 @@ def _check_model(model: ZegCLIP) -> None:
         raise OpenVINOError(f"compile_model needs the model on the CPU, it is on {', '.join(sorted(devices))}")
 
 
+_MADV_DONTNEED = 4  # Linux
+
+
+def _drop_mapped_pages(folder: Path) -> int:
+    """Hand back the resident pages of the IR files OpenVINO keeps mapped after compiling; returns
+    how many mappings were dropped (0 off Linux).
+
+    OpenVINO maps each ``.bin`` and keeps the mapping, although compiling copied most weights
+    into its own layouts (for ViT-B/16 in fp32 it reads about a third of the file again while
+    inferring): without this the process holds 0.35 GB of file pages it never reads. Only
+    read-only mappings are dropped (``madvise(MADV_DONTNEED)``): nothing can have been written
+    to them, and a page read later is read again from the file (or the page cache).
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        with open("/proc/self/maps") as f:
+            lines = f.read().splitlines()
+    except (OSError, AttributeError):
+        return 0
+    dropped, prefix = 0, str(folder.resolve()) + os.sep
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith(prefix) or not fields[1].startswith("r-"):
+            continue  # another file, or a mapping that may be written
+        start, end = (int(address, 16) for address in fields[0].split("-"))
+        dropped += madvise(start, end - start, _MADV_DONTNEED) == 0
+    return dropped
+
+
 def _read_or_convert(
     model: ZegCLIP, cache_dir: str | os.PathLike | bool | None
 ) -> tuple[Path | None, dict, float | None]:
@@ -432,6 +467,8 @@ def compile_model(
         sources["encoder"], "CPU", {**config, "INFERENCE_PRECISION_HINT": _OV_TYPES[precision]}
     )
     decoder = core.compile_model(sources["decoder"], "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
+    if folder is not None:
+        _drop_mapped_pages(folder)
     result = OpenVINOZegCLIP(model, encoder, decoder, folder, convert_s)
     compiled[key] = (weights, result)
     return result
