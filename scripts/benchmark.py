@@ -12,7 +12,18 @@ eager mode), the achieved GFLOP/s, and that rate as a fraction of a large (2048^
 rate at the same precision measured in the same run. No figure is compared to timings taken
 on another machine.
 
+The OpenVINO backend (``zegclip.openvino``, the ``openvino`` extra) is a third variant: its
+forward and sliding windows timed in the same interleaved rounds as PyTorch's (speed-ups and
+shares of the same rounds' matmul rate), its own process for conversion time, start from the
+cached IR and peak memory, its scores against PyTorch fp32. Then each backend runs the real
+commands, each in its own process: ``zegclip predict`` (wall time and peak memory, OpenVINO
+converting, then starting from its cache) and ``zegclip eval`` on the synthetic set (the
+images/s it logs, two interleaved rounds). A precision OpenVINO cannot run on this CPU (bf16
+without AVX-512 BF16 or AMX) is reported as not run. Load averages are printed beside the
+figures: the machine may be shared.
+
     python scripts/benchmark.py [--threads 2] [--repeats 3] [--device cpu] [--no-compile]
+        [--precision fp32|bf16|both] [--variant zegclip|plain|openvino|both|all] [--no-commands]
 """
 
 from __future__ import annotations
@@ -37,11 +48,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from zegclip import build_zegclip
 from zegclip.efficiency import _EXTRA_FORMULAS, _synchronize
+from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIPCriterion, clip_encoder
 
 LOGIT_SPREAD = 300.0
 BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 """CPU flags that decide bf16 speed: AVX-512, its bf16 dot products, and AMX tiles with bf16."""
+OPENVINO_CACHE: str | None = None
+"""The IR cache of the OpenVINO runs (``--openvino-cache``: one temporary folder for the whole benchmark)."""
 TIMED = {  # timed figure -> the FLOP count it runs (compiling and the attention backward change no FLOPs)
     "forward_s": "forward",
     "forward_compiled_s": "forward",
@@ -71,6 +85,24 @@ def count_flops(fn) -> int:
     with torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def openvino():
+    """``zegclip.openvino`` (its own import of openvino fails with a one-line error naming the extra)."""
+    import zegclip.openvino as zov
+
+    return zov
+
+
+def openvino_missing(precision: str) -> str | None:
+    """Why the OpenVINO backend cannot run at ``precision`` on this machine, or None."""
+    try:
+        available = openvino().cpu_precisions()
+    except ZegCLIPError as err:
+        return str(err)
+    if precision not in available:
+        return f"OpenVINO runs {', '.join(available)} on this CPU, not {precision} (no AVX-512 BF16 or AMX)"
+    return None
 
 
 def cpu_info() -> dict:
@@ -185,6 +217,8 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
         model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
     if variant == "plain":
         _PLAIN_BLOCKS.update(id(block) for block in model.image_encoder.visual.transformer.resblocks)
+    elif variant == "openvino":  # the fp32 model converted; OpenVINO runs it in `precision`
+        pass
     else:
         if precision == "bf16" and cast:
             model.image_encoder.cast_frozen_matmuls(torch.bfloat16)  # frozen weights cast once, not per call
@@ -209,6 +243,16 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
         with autocast:
             return model.predict(wide, embeds, mode="slide")
 
+    compiled = None
+    if variant == "openvino":  # the same closures through the OpenVINO model (no autocast: its own precision)
+        compiled = openvino().compile_model(model, precision, cache_dir=OPENVINO_CACHE, threads=torch.get_num_threads())
+
+        def forward():
+            return compiled.decode_logits(compiled.encode_images(image), embeds)
+
+        def slide():
+            return compiled.predict(wide, embeds, mode="slide")
+
     def train_step():
         model.train()
         with autocast:
@@ -221,6 +265,7 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
     model.eval()
     return {
         "model": model,
+        "compiled": compiled,
         "optimizer": optimizer,
         "criterion": criterion,
         "autocast": autocast,
@@ -235,30 +280,54 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
     }
 
 
-def interleaved_speedups(precision: str, device: str, repeats: int, num_classes: int) -> dict:
-    """zegclip against plain, both in this process, each timing round running both in turn.
+def interleaved_speedups(precision: str, device: str, repeats: int, num_classes: int, variants: list[str]) -> dict:
+    """zegclip against plain (and OpenVINO), all in this process, each timing round running each in turn.
 
     The machine's speed drifts from minute to minute (up to 10-30 %), so ratios of figures
     taken in separate processes mislead; here every ratio compares the best of the same
     rounds. With bf16 on CPU, zegclip's training step uses the compiled attention backward.
+    Each round also times the 2048^3 matmul at the same precision, so that the shares of its
+    rate come from the same minutes as the figures; OpenVINO runs no training step.
     """
-    runs = {variant: workload(precision, device, num_classes, variant) for variant in ("zegclip", "plain")}
-    result = {}
+    runs = {variant: workload(precision, device, num_classes, variant) for variant in variants}
+    ours = runs["zegclip"]
+    predict_with_grad = inspect.unwrap(type(ours["model"]).predict)  # the FLOP counter needs grad
+    with ours["autocast"]:
+        flops = {
+            "forward": count_flops(lambda: ours["model"](ours["image"], ours["embeds"])),
+            "slide": count_flops(lambda: predict_with_grad(ours["model"], ours["wide"], ours["embeds"], mode="slide")),
+        }
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(2048, 2048, device=device, dtype=dtype) for _ in range(2))
+    result = {"load_average_before": os.getloadavg()}
+    matmul = float("inf")
     for figure, rounds in (("forward", repeats), ("slide", repeats), ("train_step", max(1, repeats - 1))):
+        timed = {k: v for k, v in runs.items() if k != "openvino" or figure != "train_step"}
         if figure == "train_step":  # training keeps the fp32 weights, as zegclip train does
-            runs["zegclip"] = workload(precision, device, num_classes, "zegclip", cast=False)
+            timed["zegclip"] = workload(precision, device, num_classes, "zegclip", cast=False)
         best = {}
-        for run in runs.values():
+        for run in timed.values():
             run[figure]()  # warm-up (and, for the attention backward, compiling)
+        a @ b
         for _ in range(rounds):
-            for variant, run in runs.items():
+            for variant, run in timed.items():
                 _synchronize(torch.device(device))
                 start = time.perf_counter()
                 run[figure]()
                 _synchronize(torch.device(device))
                 best[variant] = min(best.get(variant, float("inf")), time.perf_counter() - start)
+            start = time.perf_counter()
+            a @ b
+            matmul = min(matmul, time.perf_counter() - start)
         result[f"{figure}_s"] = best
-        result[f"speedup_{figure}"] = best["plain"] / best["zegclip"]
+        if "plain" in best:
+            result[f"speedup_{figure}"] = best["plain"] / best["zegclip"]
+        if "openvino" in best:
+            result[f"speedup_{figure}_openvino_over_zegclip"] = best["zegclip"] / best["openvino"]
+    result["matmul_gflops_per_s"] = rate = 2 * 2048**3 / matmul / 1e9
+    for figure, count in flops.items():  # the achieved rate as a share of the same rounds' matmul rate
+        result[f"{figure}_fraction_of_matmul"] = {v: count / t / 1e9 / rate for v, t in result[f"{figure}_s"].items()}
+    result["load_average_after"] = os.getloadavg()
     return result
 
 
@@ -269,6 +338,8 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     predict and eval store them; trainable weights back to their values before training, so
     the bf16 agreement check compares the same weights), compiling and compiled inference.
     """
+    if variant == "openvino":
+        return run_openvino(precision, device, repeats, num_classes)
     plain = variant == "plain"
     compile_encoder = compile_encoder and not plain
     w = workload(precision, device, num_classes, variant, cast=False)
@@ -342,6 +413,74 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
     return result
 
 
+def run_openvino(precision: str, device: str, repeats: int, num_classes: int) -> dict:
+    """The OpenVINO backend at one precision, in its own process. Phases, each with its own memory
+    peak: setup (the PyTorch model, FLOP counts), converting (the first compile_model: tracing,
+    IR written to an empty cache), inference after starting from the cached IR with the PyTorch
+    copies released (as ``zegclip predict --backend openvino`` runs)."""
+    zov = openvino()
+    torch.manual_seed(0)
+    model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True).to(device).eval()
+    with torch.no_grad():  # as workload(): logits spread like a trained model's
+        model.decoder.last.q.weight.mul_(LOGIT_SPREAD)
+        model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
+    embeds = torch.nn.functional.normalize(torch.randn(num_classes, 512, device=device), dim=-1)
+    image = torch.randn(1, 3, 512, 512, device=device)
+    wide = torch.randn(1, 3, 512, 683, device=device)
+    predict_with_grad = inspect.unwrap(type(model).predict)
+    flops = {
+        "forward": count_flops(lambda: model(image, embeds)),
+        "slide_512x683": count_flops(lambda: predict_with_grad(model, wide, embeds, mode="slide")),
+    }
+    result = {"precision": precision, "variant": "openvino", "load_average_before": os.getloadavg()}
+    result["peak_rss_setup_gib"] = peak_rss_gib()
+    phases = reset_peak_rss()
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        compiled = zov.compile_model(model, precision, cache_dir=cache, threads=threads)
+        result["first_compile_model_s"] = time.perf_counter() - start  # weights hash, tracing, IR, compiling
+        result["of_which_converting_s"] = compiled.convert_s
+        result["openvino_precision"] = compiled.precision
+        if phases:
+            result["peak_rss_converting_gib"] = peak_rss_gib()
+        del compiled
+        zov._COMPILED.pop(model, None)  # forget it in this process: the next call starts from the IR files
+        gc.collect()
+        reset_peak_rss()
+        start = time.perf_counter()
+        compiled = zov.compile_model(model, precision, cache_dir=cache, threads=threads, release_torch_weights=True)
+        result["cached_compile_model_s"] = time.perf_counter() - start  # weights hash, reading the IR, compiling
+        assert compiled.convert_s is None
+    gc.collect()
+    if phases:
+        result["peak_rss_cached_start_gib"] = peak_rss_gib()
+    reset_peak_rss()
+
+    def forward():
+        return compiled.decode_logits(compiled.encode_images(image), embeds)
+
+    def slide():
+        return compiled.predict(wide, embeds, mode="slide")
+
+    scores = {"openvino": slide().float().cpu()}
+    result["logit_std"] = forward().float().std().item()
+    result["forward_s"] = best_time(forward, repeats)
+    result["slide_512x683_s"] = best_time(slide, repeats)
+    result["peak_rss_inference_gib" if phases else "peak_rss_gib"] = peak_rss_gib()
+    matmul = matmul_gflops(torch.bfloat16 if precision == "bf16" else torch.float32, device, repeats)
+    result["matmul_gflops_per_s"] = matmul
+    for name, count in flops.items():
+        result[f"{name}_gflop"] = count / 1e9
+    for key, name in (("forward_s", "forward"), ("slide_512x683_s", "slide_512x683")):
+        figure = key.removesuffix("_s")
+        result[f"{figure}_gflops_per_s"] = flops[name] / result[key] / 1e9
+        result[f"{figure}_fraction_of_matmul"] = flops[name] / result[key] / 1e9 / matmul
+    result["load_average_after"] = os.getloadavg()
+    result["_slide_scores"] = scores
+    return result
+
+
 def agreement(ref: torch.Tensor, low: torch.Tensor) -> dict:
     """How far bf16 scores (C x H x W per image, stacked) are from fp32's, and where the argmax holds."""
     top2 = ref.topk(2, dim=1).values
@@ -364,7 +503,99 @@ def memory_against_plain(ours: dict, plain: dict) -> dict:
     return out
 
 
+def _run_measured(cmd: list[str], env: dict) -> dict:
+    """Run a command to its end: wall seconds, peak resident memory (its own, from wait4), the
+    ``backend:`` line it printed, and the 1-minute load average before and after it."""
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    backend = [line for line in stderr.splitlines() if line.startswith("backend:")]
+    return {
+        "wall_s": time.perf_counter() - start,
+        "peak_rss_gib": usage.ru_maxrss / 2**20,  # kB on Linux
+        **({"backend": backend[0].removeprefix("backend: ")} if backend else {}),
+        "load_1min_before_after": [load, os.getloadavg()[0]],
+    }
+
+
+def command_figures() -> dict:
+    """``zegclip predict`` and ``zegclip eval`` per backend, each run its own process: wall time and
+    peak memory of predict (one 512 x 683 image, VOC vocabulary, sliding windows; OpenVINO first
+    converting into an empty cache, then starting from it), and the images/s that eval logs on
+    the 12 validation images of the synthetic set at the paper's test scale (one 512 x 512 window
+    each). The ViT-B/16 model has random weights (logits spread as above), saved as a checkpoint."""
+    import numpy as np
+    from PIL import Image
+
+    from zegclip.data.synthetic import make_sample, write_synthetic_voc
+
+    out = {"load_average_before": os.getloadavg()}
+    precisions = ["fp32"] + (["bf16"] if any(cpu_info()["cpu_bf16_features"].values()) else [])
+    if len(precisions) == 1:
+        out["note"] = "no bf16 instructions on this CPU: bf16 runs (PyTorch emulates them) are left out"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "XDG_CACHE_HOME": os.path.join(tmp, "cache")}
+        torch.manual_seed(0)
+        model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True)
+        with torch.no_grad():
+            model.decoder.last.q.weight.mul_(LOGIT_SPREAD)
+            model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
+        checkpoint = os.path.join(tmp, "vitb16.pt")
+        model.save(checkpoint)
+        del model
+        image = os.path.join(tmp, "street.png")
+        Image.fromarray(make_sample(np.random.default_rng(0), 512, 683)[0]).save(image)
+        write_synthetic_voc(os.path.join(tmp, "data", "synthetic"), num_train=1, num_val=12)
+        predict = [sys.executable, "-m", "zegclip", "predict", image, "--checkpoint", checkpoint, "--classes", "voc"]
+        runs = [("torch", "fp32", ""), ("openvino", "fp32", " (converting)"), ("openvino", "fp32", " (cached)")]
+        runs += [r for p in precisions[1:] for r in (("torch", p, ""), ("openvino", p, " (cached)"))]
+        figures = {}
+        for backend, precision, when in runs:
+            cmd = [*predict, "--backend", backend, "--precision", precision, "-o", os.path.join(tmp, "pred")]
+            figures[f"predict {backend} {precision}{when}"] = _run_measured(cmd, env)
+        out["predict"] = figures
+        evaluate = [sys.executable, "-m", "zegclip.eval", "experiment=demo", f"checkpoint={checkpoint}"]
+        evaluate += ["data.eval_short_side=512", "module.crop=512", "module.stride=426", "logger=none"]
+        evaluate += [f"paths.data_dir={os.path.join(tmp, 'data')}", f"hydra.run.dir={os.path.join(tmp, 'hydra')}"]
+        figures = {}
+        for round_ in (1, 2):  # interleaved: the machine's speed drifts
+            for precision in precisions:
+                trainer = "32-true" if precision == "fp32" else "bf16-mixed"
+                for backend in ("torch", "openvino"):
+                    folder = os.path.join(tmp, f"eval_{backend}_{precision}_{round_}")
+                    cmd = [
+                        *evaluate,
+                        f"backend={backend}",
+                        f"trainer.precision={trainer}",
+                        f"paths.output_dir={folder}",
+                    ]
+                    measured = _run_measured(cmd, env)
+                    with open(os.path.join(folder, "metrics.json")) as f:
+                        metrics = json.load(f)
+                    name = f"eval {backend} {precision}"
+                    figures.setdefault(name, []).append(
+                        {"images_per_s": metrics["eval/images_per_s"], "val/mIoU": metrics["val/mIoU"],
+                         "wall_s": measured["wall_s"], "load_1min_before_after": measured["load_1min_before_after"]}
+                    )  # fmt: skip
+        for precision in precisions:
+            torch_best = max(r["images_per_s"] for r in figures[f"eval torch {precision}"])
+            ov_best = max(r["images_per_s"] for r in figures[f"eval openvino {precision}"])
+            figures[f"eval speedup openvino over torch {precision} (best of each)"] = ov_best / torch_best
+        out["eval"] = figures
+    out["load_average_after"] = os.getloadavg()
+    return out
+
+
+VARIANT_SETS = {"both": ["zegclip", "plain"], "all": ["zegclip", "plain", "openvino"]}
+
+
 def main() -> None:
+    global OPENVINO_CACHE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3)
@@ -373,57 +604,93 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
     parser.add_argument(
         "--variant",
-        choices=["zegclip", "plain", "both"],
-        default="both",
-        help="zegclip's own fast paths, or the plain reference (see above), or both",
+        choices=["zegclip", "plain", "openvino", "both", "all"],
+        default="all",
+        help="zegclip's own fast paths, the plain reference (see above), the OpenVINO backend; "
+        "both: zegclip and plain; all: the three",
     )
     parser.add_argument(
         "--no-compile", action="store_true", help="skip the compiled-encoder figures (they take ~2 min to compile)"
     )
+    parser.add_argument(
+        "--no-commands", action="store_true", help="skip zegclip predict / eval per backend (about 5 min on 2 cores)"
+    )
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)  # internal: one run per process
-    parser.add_argument("--speedups", action="store_true", help=argparse.SUPPRESS)  # internal: interleaved
+    parser.add_argument("--speedups", help=argparse.SUPPRESS)  # internal: interleaved, these variants
+    parser.add_argument("--openvino-cache", help=argparse.SUPPRESS)  # internal: the IR cache
     args = parser.parse_args()
+    OPENVINO_CACHE = args.openvino_cache
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
-    variants = ["zegclip", "plain"] if args.variant == "both" else [args.variant]
+    variants = VARIANT_SETS.get(args.variant, [args.variant])
+    if args.device != "cpu" and "openvino" in variants:  # a CPU backend
+        variants.remove("openvino")
     if args.speedups:
         torch.set_num_threads(args.threads)
-        print(json.dumps(interleaved_speedups(args.precision, args.device, args.repeats, args.classes), indent=2))
+        result = interleaved_speedups(args.precision, args.device, args.repeats, args.classes, args.speedups.split(","))
+        print(json.dumps(result, indent=2))
         return
     if len(precisions) > 1 or len(variants) > 1:  # each run in its own process, so peak memory is its own
         runs, scores, speedups = {}, {}, {}
         with tempfile.TemporaryDirectory() as tmp:
+            common = ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
+            common += ["--classes", str(args.classes), "--openvino-cache", os.path.join(tmp, "openvino")]
             for precision in precisions:
+                ran = []
                 for variant in variants:
                     name = f"{precision}_{variant}"
+                    missing = openvino_missing(precision) if variant == "openvino" else None
+                    if missing:
+                        runs[name] = {"not_run": missing}
+                        continue
                     out = os.path.join(tmp, name + ".pt")
                     cmd = [sys.executable, __file__, "--precision", precision, "--variant", variant]
-                    cmd += ["--scores-out", out, "--threads", str(args.threads), "--repeats", str(args.repeats)]
-                    cmd += ["--device", args.device, "--classes", str(args.classes)]
-                    cmd += ["--no-compile"] if args.no_compile else []
+                    cmd += ["--scores-out", out, *common, *(["--no-compile"] if args.no_compile else [])]
                     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
                     runs[name] = json.loads(done.stdout)
                     scores[name] = torch.load(out)
-                if len(variants) > 1:
-                    cmd = [sys.executable, __file__, "--speedups", "--precision", precision]
-                    cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
-                    cmd += ["--classes", str(args.classes)]
+                    ran.append(variant)
+                if len(ran) > 1 and "zegclip" in ran:
+                    cmd = [sys.executable, __file__, "--speedups", ",".join(ran), "--precision", precision, *common]
                     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
                     speedups[precision] = json.loads(done.stdout)
         for result in runs.values():  # the machine is reported once, at the top
             for key in [*cpu_info(), "threads", "torch", "device"]:
                 result.pop(key, None)
-        report = {**cpu_info(), "threads": args.threads, "torch": torch.__version__, "device": args.device, **runs}
+        report = {**cpu_info(), "threads": args.threads, "torch": torch.__version__, "device": args.device}
+        report["date"] = time.strftime("%Y-%m-%d")
+        with contextlib.suppress(ZegCLIPError):
+            report["openvino"] = openvino()._openvino().__version__
+        report.update(runs)
         for precision in precisions:
-            if f"{precision}_plain" in runs and f"{precision}_zegclip" in runs:
-                ours, plain = runs[f"{precision}_zegclip"], runs[f"{precision}_plain"]
+            ours = runs.get(f"{precision}_zegclip", {})
+            if f"{precision}_plain" in scores and f"{precision}_zegclip" in scores:
                 report[f"{precision}_zegclip_vs_plain"] = {
-                    "interleaved_speed": speedups[precision],
-                    "peak_memory_ratio": memory_against_plain(ours, plain),
+                    "interleaved_speed": {k: v for k, v in speedups[precision].items() if "openvino" not in k},
+                    "peak_memory_ratio": memory_against_plain(ours, runs[f"{precision}_plain"]),
                 }
-        if "fp32_zegclip" in runs and "bf16_zegclip" in runs:
+            if f"{precision}_openvino" in scores and f"{precision}_zegclip" in scores:
+                interleaved = speedups[precision]
+                theirs = runs[f"{precision}_openvino"]
+                report[f"{precision}_openvino_vs_zegclip"] = {
+                    "interleaved_speedup_forward": interleaved["speedup_forward_openvino_over_zegclip"],
+                    "interleaved_speedup_slide": interleaved["speedup_slide_openvino_over_zegclip"],
+                    "interleaved_matmul_gflops_per_s": interleaved["matmul_gflops_per_s"],
+                    "interleaved_forward_fraction_of_matmul": interleaved["forward_fraction_of_matmul"],
+                    "interleaved_slide_fraction_of_matmul": interleaved["slide_fraction_of_matmul"],
+                    "load_average": [interleaved["load_average_before"], interleaved["load_average_after"]],
+                    "peak_inference_memory_ratio": theirs["peak_rss_inference_gib"] / ours["peak_rss_inference_gib"],
+                }
+        if "fp32_zegclip" in scores:
             ref = scores["fp32_zegclip"]["eager"]
-            for name, low in scores["bf16_zegclip"].items():  # eager and compiled bf16 against eager fp32
+            for name, low in scores.get("bf16_zegclip", {}).items():  # eager and compiled bf16 against eager fp32
                 report[f"bf16_{name}_vs_fp32"] = agreement(ref, low)
+            for precision in precisions:
+                if f"{precision}_openvino" in scores:
+                    report[f"openvino_{precision}_vs_fp32"] = agreement(
+                        ref, scores[f"{precision}_openvino"]["openvino"]
+                    )
+        if not args.no_commands and args.device == "cpu" and "openvino" in variants:
+            report["commands"] = command_figures()
         print(json.dumps(report, indent=2))
         return
     torch.set_num_threads(args.threads)

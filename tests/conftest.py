@@ -50,6 +50,17 @@ def tiny_model(make_tiny_model: Callable[..., ZegCLIP]) -> ZegCLIP:
 
 
 @pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """The model of ``--tiny`` (seeded ``zegclip_tiny``) saved with ``ZegCLIP.save``."""
+    from zegclip.model.build import zegclip_tiny
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pt"
+    zegclip_tiny().save(path)
+    return path
+
+
+@pytest.fixture
 def compose_cfg(tmp_path: Path):
     """Compose ``conf/<name>.yaml`` as the entry points do, with outputs under ``tmp_path``."""
     from hydra import compose, initialize_config_dir

@@ -22,7 +22,7 @@ _EXPORTS = {
     "segment": "zegclip.segmentation",
 }
 
-_SUBMODULES = ("model", "data", "metrics", "segmentation", "visualize", "export", "efficiency", "errors")
+_SUBMODULES = ("model", "data", "metrics", "segmentation", "visualize", "export", "efficiency", "errors", "openvino")
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ from zegclip.data.classes import DATASETS
 from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIP
 from zegclip.model.inference import short_side_size
+
+if TYPE_CHECKING:
+    from zegclip.openvino import OpenVINOZegCLIP
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -178,7 +182,7 @@ def seen_mask(vocabulary: Vocabulary, seen: Sequence[str] | None) -> list[bool] 
 
 @torch.no_grad()
 def encode_vocabulary(
-    model: ZegCLIP, vocabulary: Vocabulary, templates: str | Sequence[str] = "single"
+    model: ZegCLIP | OpenVINOZegCLIP, vocabulary: Vocabulary, templates: str | Sequence[str] = "single"
 ) -> torch.Tensor:
     """Class embeddings C x D; a class with synonyms gets their normalised mean embedding."""
     names = [name for synonyms in vocabulary for name in synonyms]
@@ -328,7 +332,7 @@ def scale_note(
 
 
 def preprocess_images(
-    model: ZegCLIP,
+    model: ZegCLIP | OpenVINOZegCLIP,
     images: Sequence[np.ndarray],
     short_side: int | None = 512,
     device: torch.device | None = None,
@@ -343,7 +347,7 @@ def preprocess_images(
 # ---------------------------------------------------------------- segmentation
 
 
-def resolve_device(device: str | torch.device | None, model: ZegCLIP) -> torch.device:
+def resolve_device(device: str | torch.device | None, model: ZegCLIP | OpenVINOZegCLIP) -> torch.device:
     """The requested device (the model's own when None); errors when CUDA is not there."""
     if device is None:
         return model.pixel_mean.device
@@ -363,7 +367,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def segment_batch(
-    model: ZegCLIP,
+    model: ZegCLIP | OpenVINOZegCLIP,
     images: Sequence[ImageInput],
     classes: str | os.PathLike | Sequence[str | Sequence[str]],
     *,
@@ -427,7 +431,7 @@ def segment_batch(
 
 
 def segment(
-    model: ZegCLIP,
+    model: ZegCLIP | OpenVINOZegCLIP,
     image: ImageInput,
     classes: str | os.PathLike | Sequence[str | Sequence[str]],
     *,
@@ -444,7 +448,9 @@ def segment(
     """Segment one image with an open vocabulary, following the paper's test pipeline.
 
     Args:
-        model: a ZegCLIP (moved to ``device`` and set to eval mode).
+        model: a ZegCLIP (moved to ``device`` and set to eval mode), or its OpenVINO form
+            (`zegclip.openvino.compile_model`, CPU only; its own precision, so ``precision``
+            applies to the PyTorch model only).
         image: a path, a PIL image or an H x W x 3 uint8 RGB array.
         classes: class names, lists of synonyms (their embeddings are averaged), or a
             specification that :func:`parse_vocabulary` reads (``"cat; grass, lawn"``,

@@ -13,3 +13,7 @@ TINY_DEMO = [
     "global_batch_size=4",
 ]
 """Overrides that shrink the demo experiment to seconds."""
+
+SMALL_EVAL = ["data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false", "data.eval_short_side=64"]
+SMALL_EVAL += ["module.crop=64", "module.stride=48", "logger=none", "callbacks=none"]
+"""Overrides that shrink an evaluation of a real dataset config (``zegclip suite``) to seconds."""

@@ -101,8 +101,8 @@ def test_wrong_checkpoint_kind_is_named(tmp_path):
 @pytest.mark.parametrize("mode", ["slide", "whole"])
 def test_predict_labels_in_class_chunks_equals_argmax_of_predict(tiny_model, mode, monkeypatch):
     """Classes scored a chunk at a time, the encoder run once: the argmax of all scores."""
+    import zegclip.model.inference as inference
     import zegclip.model.loss as loss_module
-    import zegclip.model.zegclip as zegclip_module
 
     torch.manual_seed(0)
     images = torch.randn(2, 3, 80, 112)
@@ -112,9 +112,9 @@ def test_predict_labels_in_class_chunks_equals_argmax_of_predict(tiny_model, mod
     scores = tiny_model.predict(images, embeds, seen, **options)
 
     encoder_calls, widest = [], []
-    encoder, upsample = tiny_model.image_encoder.forward, zegclip_module.upsample
+    encoder, upsample = tiny_model.image_encoder.forward, inference.upsample
     monkeypatch.setattr(tiny_model.image_encoder, "forward", lambda x: encoder_calls.append(1) or encoder(x))
-    monkeypatch.setattr(zegclip_module, "upsample", lambda s, size: widest.append(s.shape[1]) or upsample(s, size))
+    monkeypatch.setattr(inference, "upsample", lambda s, size: widest.append(s.shape[1]) or upsample(s, size))
     labels = tiny_model.predict_labels(images, embeds, seen, class_chunk=3, **options)
     assert labels.shape == (2, 50, 70) and max(widest) == 3  # never more than 3 classes at full size
     windows = 1 if mode == "whole" else 4

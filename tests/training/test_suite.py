@@ -9,38 +9,28 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.helpers.configs import SMALL_EVAL
 from tests.helpers.fake_raw import VOC_IDS, make_voc_raw
 from tests.helpers.fake_raw_ade import ADE150_IDS, make_ade150_raw, make_ade_full_raw
 from tests.helpers.fake_raw_pc459 import make_pc459_raw
 from zegclip.cli.main import main as zegclip_main
 from zegclip.data.prepare import prepare_ade150, prepare_ade847, prepare_context, prepare_pc459, prepare_voc
-from zegclip.model.build import zegclip_tiny
 from zegclip.training.suite import BENCHMARKS
 
-SMALL = ["data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false", "data.eval_short_side=64"]
-SMALL += ["module.crop=64", "module.stride=48", "logger=none", "callbacks=none"]
+SMALL = SMALL_EVAL
 
 
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pt"
-    zegclip_tiny().save(path)
-    return path
-
-
-def test_suite_checks_every_dataset_before_loading_the_model(tmp_path: Path, checkpoint: Path, capsys):
+def test_suite_checks_every_dataset_before_loading_the_model(tmp_path: Path, tiny_checkpoint: Path, capsys):
     argv = ["suite", "--checkpoint", str(tmp_path / "not_loaded.pt"), "--output", str(tmp_path / "o")]
     assert zegclip_main([*argv, f"paths.data_dir={tmp_path / 'nothing'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: missing datasets") and all(name in err for name in BENCHMARKS)
-    assert zegclip_main(["suite", "--checkpoint", str(checkpoint), "--benchmarks", "A-151"]) == 2
+    assert zegclip_main(["suite", "--checkpoint", str(tiny_checkpoint), "--benchmarks", "A-151"]) == 2
     assert "unknown benchmark(s) ['A-151']" in capsys.readouterr().err
 
 
-def test_all_five_benchmarks_from_raw_archives_to_one_table(tmp_path: Path, checkpoint: Path):
+def test_all_five_benchmarks_from_raw_archives_to_one_table(tmp_path: Path, tiny_checkpoint: Path):
     """Each benchmark prepared from tiny archives in its real format, then the whole suite."""
     raw, data = tmp_path / "raw", tmp_path / "data"
     make_ade150_raw(raw / "ade", **ADE150_IDS)
@@ -56,7 +46,7 @@ def test_all_five_benchmarks_from_raw_archives_to_one_table(tmp_path: Path, chec
     ]:
         prepare(raw / where, data / where, workers=1)  # a warning each: fewer images than the official counts
     out = tmp_path / "suite"
-    argv = ["suite", "--checkpoint", str(checkpoint), "--output", str(out), f"paths.data_dir={data}", *SMALL]
+    argv = ["suite", "--checkpoint", str(tiny_checkpoint), "--output", str(out), f"paths.data_dir={data}", *SMALL]
     assert zegclip_main(argv) == 0
     with open(out / "suite.csv") as f:
         header, row = list(csv.reader(f))

@@ -55,6 +55,7 @@ from zegclip.data.classes import DATASETS, SYNTHETIC_CLASSES
 from zegclip.data.synthetic import make_sample
 from zegclip.errors import UsageError, ZegCLIPError, run_command
 from zegclip.model import ZegCLIP
+from zegclip.openvino import BACKENDS, check_backend, command_precision, compile_model, cpu_precisions
 from zegclip.segmentation import (
     MAX_SHORT_SIDE,
     MIN_SIDE,
@@ -218,10 +219,14 @@ class Demo:
         max_images: int = MAX_IMAGES,
         max_classes: int = MAX_CLASSES,
         work_dir: str | os.PathLike | None = None,
+        backend: str = "torch",
     ) -> None:
         if templates not in TEMPLATES:
             raise ValueError(f"templates must be one of {', '.join(TEMPLATES)}, got {templates!r}")
         check_short_side(short_side or None)
+        check_backend(backend)
+        if backend == "openvino":
+            command_precision(None, device)  # the CPU only
         self.device = resolve_device(device, model)
         self.model = model.to(self.device).eval()
         self.templates = templates
@@ -235,7 +240,12 @@ class Demo:
             atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.precisions = available_precisions(self.device)
+        self.backend = backend
+        if backend == "openvino":  # compiled now (converted once, cached), so the first request is not slow
+            self.precisions = cpu_precisions()[::-1]  # the best first: the default choice
+            compile_model(model, self.precisions[0])
+        else:
+            self.precisions = available_precisions(self.device)
         self._requests = itertools.count(1)
 
     def _request_dir(self) -> Path:
@@ -290,6 +300,9 @@ class Demo:
             "batch_size": self.batch_size,
             "keep_scores": False,
         }
+        model = self.model
+        if self.backend == "openvino":  # the image side in OpenVINO at this precision (compiled once)
+            model, options["precision"] = compile_model(self.model, precision), "fp32"
         chunk = self.batch_size if mode == "whole" else 1
         legends, notes = [], []
         for first in range(0, len(jobs), chunk):
@@ -305,7 +318,7 @@ class Demo:
                     out.problems.append(str(err))
                 except Exception as err:  # e.g. MemoryError decoding
                     out.problems.append(f"{job.image.name}: cannot read: {one_line(err)}")
-            for job, image, result in segment_jobs(self.model, loaded, **options):
+            for job, image, result in segment_jobs(model, loaded, **options):
                 if isinstance(result, Exception):
                     out.problems.append(f"{job.image}: cannot segment: {one_line(result)}")
                     continue
@@ -331,7 +344,7 @@ class Demo:
         seconds = time.perf_counter() - start
         lines = [
             f"Segmented {len(out.records)} image(s) in {seconds:.1f} s "
-            f"({self.device.type}, {precision}, {mode}, {len(vocabulary)} classes)."
+            f"({self.device.type}, {self.backend}, {precision}, {mode}, {len(vocabulary)} classes)."
         ]
         lines += [f"- note: {html.escape(note)}" for note in notes]
         lines += [f"- **failed**: {html.escape(problem)}" for problem in out.problems]
@@ -371,6 +384,7 @@ def build_app(
     title: str = "ZegCLIP: open-vocabulary segmentation",
     model_name: str | None = None,
     examples: bool = True,
+    backend: str = "torch",
 ) -> gradio.Blocks:
     """The Gradio page around a `Demo` of ``model`` (launch it with `launch`)."""
     gr = import_gradio()
@@ -382,6 +396,7 @@ def build_app(
         max_pixels=max_pixels,
         max_images=max_images,
         work_dir=work_dir,
+        backend=backend,
     )
 
     def segment_request(files, classes, seen, mode, precision, templates, progress=gr.Progress()):  # noqa: B008
@@ -426,7 +441,10 @@ def build_app(
                     )
                     mode = gr.Radio(["slide", "whole"], value="slide", label="Mode", elem_id="zc-mode")
                     precision = gr.Radio(
-                        demo.precisions, value="fp32", label=f"Precision ({demo.device.type})", elem_id="zc-precision"
+                        demo.precisions,
+                        value=demo.precisions[0],
+                        label=f"Precision ({demo.device.type}, {demo.backend})",
+                        elem_id="zc-precision",
                     )
                     templates_choice = gr.Radio(
                         list(TEMPLATES), value=templates, label="Prompt templates", elem_id="zc-templates"
@@ -517,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="openvino: the image side in OpenVINO, CPU only (pip install 'zegclip[openvino]'; converted once, cached)",
+    )
     parser.add_argument("--templates", default="single", choices=TEMPLATES, help="default prompt templates")
     parser.add_argument(
         "--short-side",
@@ -561,6 +585,7 @@ def serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_images=args.max_images,
         model_name="tiny random model" if args.tiny else Path(args.checkpoint).name,
+        backend=args.backend,
     )
     main_thread = threading.current_thread() is threading.main_thread()
     # SIGTERM stops the server as Ctrl-C does: it closes, the work folder is removed at exit

@@ -478,16 +478,30 @@ class PromptedVisionEncoder(nn.Module):
         self.visual.eval()  # frozen and deterministic; only the prompt dropout trains
         return self
 
-    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Patch + class tokens after ln_pre: B x (1 + h*w) x W, and the grid (h, w)."""
+    def positions(self, grid: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """What `embed` adds to the tokens of an h x w patch grid: (1 + h*w) x W in ``dtype``.
+
+        The positional embedding resized to the grid; the released forward adds the class
+        embedding to the class token's position too.
+        """
+        v = self.visual
+        pos = resize_pos_embed(v.positional_embedding, grid).to(dtype)
+        return torch.cat([pos[:1] + v.class_embedding.to(dtype), pos[1:]], dim=0)
+
+    def embed(
+        self, images: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch + class tokens after ln_pre: B x (1 + h*w) x W, and the grid (h, w).
+
+        ``positions``: `positions` of the grid, when computed beforehand (an exported graph
+        takes them as an input, so that one graph serves every image size).
+        """
         v = self.visual
         x = v.conv1(images)  # B x W x h x w
         B, W, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)  # B x (h*w) x W
         cls = v.class_embedding.to(x.dtype).expand(B, 1, W)
-        pos = resize_pos_embed(v.positional_embedding, (h, w)).to(x.dtype)
-        # the released forward adds the class embedding to the class token's position too
-        pos = torch.cat([pos[:1] + v.class_embedding.to(x.dtype), pos[1:]], dim=0)
+        pos = self.positions((h, w), x.dtype) if positions is None else positions.to(x.dtype)
         x = torch.cat([cls, x], dim=1) + pos  # B x (1 + h*w) x W
         return v.ln_pre(x), (h, w)
 
@@ -545,8 +559,10 @@ class PromptedVisionEncoder(nn.Module):
         for dim in (0, 2, 3) if self._sizes_vary else (0,):
             torch._dynamo.maybe_mark_dynamic(images, dim)
 
-    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, (h, w) = self.embed(images)
+    def _forward(
+        self, images: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, (h, w) = self.embed(images, positions)
         B, N = x.shape[0], self.prompts.num_tokens
         for i, block in enumerate(self.visual.transformer.resblocks):
             prompts = self.prompts(i, B).to(x.dtype)  # B x N x W

@@ -1,8 +1,13 @@
-"""Whole-image and sliding-window inference, seen-class calibration (docs/method.md §6 and §10)."""
+"""Whole-image and sliding-window inference, seen-class calibration, class chunks (docs/method.md §6 and §10).
+
+`Predictor` holds ``predict`` and ``predict_labels`` for every backend (PyTorch, OpenVINO).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -10,6 +15,9 @@ from zegclip.model.loss import upsample
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """Images N x 3 x h x w -> per-class scores N x C x h x w at the same size."""
+
+SCORE_BUDGET = 1 << 24
+"""Score values `predict_labels` holds at once by default (64 MB in fp32)."""
 
 
 def short_side_size(height: int, width: int, short_side: int = 512) -> tuple[int, int]:
@@ -88,3 +96,123 @@ def logits_to_scores(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.
     """Mask logits B x C x h x w -> sigmoid scores at ``size`` (logits upsampled first)."""
     scores = upsample(mask_logits, size).float()
     return scores.sigmoid() if scores.data_ptr() == mask_logits.data_ptr() else scores.sigmoid_()
+
+
+def over_windows(
+    score_fn: ScoreFn, images: torch.Tensor, mode: str, crop: int, stride: int, batch: int
+) -> torch.Tensor:
+    """Scores of the whole image, or averaged over sliding windows (docs/method.md §6)."""
+    if mode == "whole":
+        return score_fn(images)
+    if mode == "slide":
+        return slide_inference(score_fn, images, crop=crop, stride=stride, window_batch=batch)
+    raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+
+
+class Predictor:
+    """``predict`` and ``predict_labels`` for a network split into `encode_images` and `decode_logits`.
+
+    `ZegCLIP` (PyTorch) and the OpenVINO backend (``zegclip.openvino``) both inherit them: the
+    windows, calibration and class chunks are shared, only the two network calls differ.
+    """
+
+    def encode_images(self, images: torch.Tensor) -> Any:
+        """Normalised images N x 3 x h x w -> the image encoder's outputs, as `decode_logits` takes them."""
+        raise NotImplementedError
+
+    def decode_logits(self, encoded: Any, class_embeddings: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs and class embeddings C x D -> mask logits N x C x h/patch x w/patch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        seen_mask: torch.Tensor | Sequence[bool] | None = None,
+        mode: str = "slide",
+        crop: int = 512,
+        stride: int = 426,
+        *,
+        output_size: tuple[int, int] | None = None,
+        window_batch: int = 8,
+        shift: float = 0.1,
+    ) -> torch.Tensor:
+        """Calibrated per-class scores B x C x H x W; their argmax is the segmentation.
+
+        Args:
+            images: normalised B x 3 x H x W (for the paper's protocol, short side 512).
+            class_embeddings: C x D.
+            seen_mask: C booleans marking seen classes, whose scores drop by ``shift``
+                (inductive models); None for no calibration.
+            mode: ``"slide"`` (crop x crop windows, ``stride`` apart) or ``"whole"``.
+            output_size: resize the scores to this (H, W), e.g. the original image's.
+        """
+
+        def score_fn(x: torch.Tensor) -> torch.Tensor:
+            return logits_to_scores(self.decode_logits(self.encode_images(x), class_embeddings), x.shape[-2:])
+
+        scores = over_windows(score_fn, images, mode, crop, stride, window_batch)
+        if output_size is not None:
+            scores = upsample(scores, output_size)
+        if seen_mask is not None:
+            seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
+        return calibrate(scores, seen_mask, shift)
+
+    @torch.no_grad()
+    def predict_labels(
+        self,
+        images: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        seen_mask: torch.Tensor | Sequence[bool] | None = None,
+        mode: str = "slide",
+        crop: int = 512,
+        stride: int = 426,
+        *,
+        output_size: tuple[int, int] | None = None,
+        window_batch: int = 8,
+        shift: float = 0.1,
+        class_chunk: int | None = None,
+    ) -> torch.Tensor:
+        """``predict(...).argmax(1)``, B x H x W int64, in memory bounded for any vocabulary.
+
+        The classes are scored ``class_chunk`` at a time (default: as many as fit `SCORE_BUDGET`,
+        2**24 score values at the output size, 64 MB) and only the running best score and class
+        per pixel are kept; the image encoder runs once, its outputs reused for every chunk.
+        Ties go to the lower class index, as with ``argmax``. For 847 classes on a 512 x 683
+        image this holds about 70 MB of scores instead of 2.4 GB.
+        """
+        num_classes = class_embeddings.shape[0]
+        size = output_size or tuple(images.shape[-2:])
+        chunk = class_chunk or max(1, SCORE_BUDGET // (images.shape[0] * size[0] * size[1]))
+        if num_classes <= chunk:
+            return self.predict(
+                images, class_embeddings, seen_mask, mode, crop, stride,
+                output_size=output_size, window_batch=window_batch, shift=shift,
+            ).argmax(1)  # fmt: skip
+        seen = None if seen_mask is None else torch.as_tensor(seen_mask, dtype=torch.bool)
+        encoded: list[Any] = []  # encoder outputs, in call order
+
+        def scores_of(embeds: torch.Tensor) -> torch.Tensor:
+            calls = itertools.count()
+
+            def score_fn(x: torch.Tensor) -> torch.Tensor:
+                call = next(calls)
+                if call == len(encoded):  # first chunk: run the encoder and keep what it gives
+                    encoded.append(self.encode_images(x))
+                return logits_to_scores(self.decode_logits(encoded[call], embeds), x.shape[-2:])
+
+            return over_windows(score_fn, images, mode, crop, stride, window_batch)
+
+        best = labels = None
+        for first in range(0, num_classes, chunk):
+            scores = upsample(scores_of(class_embeddings[first : first + chunk]), size)  # B x K x H x W
+            scores = calibrate(scores, None if seen is None else seen[first : first + chunk], shift)
+            value, index = scores.max(1)  # first maximum within the chunk
+            if best is None:
+                best, labels = value, index
+            else:
+                better = value > best  # strictly: a tie keeps the earlier class
+                best = torch.where(better, value, best)
+                labels = torch.where(better, index + first, labels)
+        return labels

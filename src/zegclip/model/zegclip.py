@@ -5,7 +5,6 @@ The class alone; :mod:`zegclip.model.build` builds it, and reads checkpoints.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +16,7 @@ from torch import nn
 
 from zegclip.model.clip_encoder import PromptedVisionEncoder
 from zegclip.model.decoder import AttentionMaskDecoder, RelationshipDescriptor
-from zegclip.model.inference import ScoreFn, calibrate, logits_to_scores, slide_inference
-from zegclip.model.loss import upsample
+from zegclip.model.inference import Predictor
 from zegclip.model.pretrained import push_to_hub, write_pretrained
 from zegclip.model.text import SINGLE_TEMPLATE, TextEncoder
 
@@ -27,19 +25,6 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 """The released pipeline normalises RGB 0..255 images with these (not CLIP's own)."""
 
 CHECKPOINT_FORMAT = "zegclip"
-_SCORE_BUDGET = 1 << 24
-"""Score values `ZegCLIP.predict_labels` holds at once by default (64 MB in fp32)."""
-
-
-def _over_windows(
-    score_fn: ScoreFn, images: torch.Tensor, mode: str, crop: int, stride: int, batch: int
-) -> torch.Tensor:
-    """Scores of the whole image, or averaged over sliding windows (docs/method.md §6)."""
-    if mode == "whole":
-        return score_fn(images)
-    if mode == "slide":
-        return slide_inference(score_fn, images, crop=crop, stride=stride, window_batch=batch)
-    raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
 
 
 @dataclass
@@ -59,11 +44,12 @@ class ZegCLIPOutput:
     patch_embeddings: torch.Tensor
 
 
-class ZegCLIP(nn.Module):
+class ZegCLIP(nn.Module, Predictor):
     """Zero-shot segmentation with a frozen CLIP (Zhou et al., CVPR 2023).
 
     Built by :func:`zegclip.model.build.build_zegclip`; ``config`` holds the keyword
-    arguments that rebuild it, so checkpoints describe themselves.
+    arguments that rebuild it, so checkpoints describe themselves. ``predict`` and
+    ``predict_labels`` come from `Predictor`, shared with the OpenVINO backend.
     """
 
     def __init__(
@@ -120,99 +106,13 @@ class ZegCLIP(nn.Module):
             layer_logits = self.decoder(queries, patch_embeds)  # each B x C x h x w
         return ZegCLIPOutput(layer_logits[-1], layer_logits, global_embed, patch_embeds)
 
-    @torch.no_grad()
-    def predict(
-        self,
-        images: torch.Tensor,
-        class_embeddings: torch.Tensor,
-        seen_mask: torch.Tensor | Sequence[bool] | None = None,
-        mode: str = "slide",
-        crop: int = 512,
-        stride: int = 426,
-        *,
-        output_size: tuple[int, int] | None = None,
-        window_batch: int = 8,
-        shift: float = 0.1,
-    ) -> torch.Tensor:
-        """Calibrated per-class scores B x C x H x W; their argmax is the segmentation.
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images B x 3 x H x W -> (global B x D, patches B x D x h x w), for `decode_logits`."""
+        return self.image_encoder(images)
 
-        Args:
-            images: normalised B x 3 x H x W (for the paper's protocol, short side 512).
-            class_embeddings: C x D.
-            seen_mask: C booleans marking seen classes, whose scores drop by ``shift``
-                (inductive models); None for no calibration.
-            mode: ``"slide"`` (crop x crop windows, ``stride`` apart) or ``"whole"``.
-            output_size: resize the scores to this (H, W), e.g. the original image's.
-        """
-
-        def score_fn(x: torch.Tensor) -> torch.Tensor:
-            return logits_to_scores(self(x, class_embeddings).logits, x.shape[-2:])
-
-        scores = _over_windows(score_fn, images, mode, crop, stride, window_batch)
-        if output_size is not None:
-            scores = upsample(scores, output_size)
-        if seen_mask is not None:
-            seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
-        return calibrate(scores, seen_mask, shift)
-
-    @torch.no_grad()
-    def predict_labels(
-        self,
-        images: torch.Tensor,
-        class_embeddings: torch.Tensor,
-        seen_mask: torch.Tensor | Sequence[bool] | None = None,
-        mode: str = "slide",
-        crop: int = 512,
-        stride: int = 426,
-        *,
-        output_size: tuple[int, int] | None = None,
-        window_batch: int = 8,
-        shift: float = 0.1,
-        class_chunk: int | None = None,
-    ) -> torch.Tensor:
-        """``predict(...).argmax(1)``, B x H x W int64, in memory bounded for any vocabulary.
-
-        The classes are scored ``class_chunk`` at a time (default: as many as fit 2**24
-        score values at the output size, 64 MB) and only the running best score and class
-        per pixel are kept; the image encoder runs once, its outputs reused for every
-        chunk. Ties go to the lower class index, as with ``argmax``. For 847 classes on a
-        512 x 683 image this holds about 70 MB of scores instead of 2.4 GB.
-        """
-        num_classes = class_embeddings.shape[0]
-        size = output_size or tuple(images.shape[-2:])
-        chunk = class_chunk or max(1, _SCORE_BUDGET // (images.shape[0] * size[0] * size[1]))
-        if num_classes <= chunk:
-            return self.predict(
-                images, class_embeddings, seen_mask, mode, crop, stride,
-                output_size=output_size, window_batch=window_batch, shift=shift,
-            ).argmax(1)  # fmt: skip
-        seen = None if seen_mask is None else torch.as_tensor(seen_mask, dtype=torch.bool)
-        encoded: list[tuple[torch.Tensor, torch.Tensor]] = []  # encoder outputs, in call order
-
-        def scores_of(embeds: torch.Tensor) -> torch.Tensor:
-            calls = itertools.count()
-
-            def score_fn(x: torch.Tensor) -> torch.Tensor:
-                call = next(calls)
-                if call == len(encoded):  # first chunk: run the encoder and keep what it gives
-                    encoded.append(self.image_encoder(x))
-                logits = self.decode(*encoded[call], embeds).logits
-                return logits_to_scores(logits, x.shape[-2:])
-
-            return _over_windows(score_fn, images, mode, crop, stride, window_batch)
-
-        best = labels = None
-        for first in range(0, num_classes, chunk):
-            scores = upsample(scores_of(class_embeddings[first : first + chunk]), size)  # B x K x H x W
-            scores = calibrate(scores, None if seen is None else seen[first : first + chunk], shift)
-            value, index = scores.max(1)  # first maximum within the chunk
-            if best is None:
-                best, labels = value, index
-            else:
-                better = value > best  # strictly: a tie keeps the earlier class
-                best = torch.where(better, value, best)
-                labels = torch.where(better, index + first, labels)
-        return labels
+    def decode_logits(self, encoded: tuple[torch.Tensor, torch.Tensor], class_embeddings: torch.Tensor) -> torch.Tensor:
+        """The last mask logits B x C x h x w of `decode` (``predict`` and ``predict_labels`` call it)."""
+        return self.decode(*encoded, class_embeddings).logits
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the tensors that train (prompts, prompt norm, descriptor, decoder)."""

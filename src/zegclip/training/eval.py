@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
 from zegclip.model import ZegCLIP, load_model
+from zegclip.openvino import OpenVINOError, check_backend, compile_model
 from zegclip.training.config import (
     CONFIG_DIR,
     ConfigError,
@@ -38,6 +39,9 @@ def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float
         raise ConfigError(f"split={cfg.split!r} is not valid: expected one of {list(SPLITS)}")
     validate_config(cfg)
     apply_precision(cfg)
+    check_backend(cfg.get("backend", "torch"), "backend")
+    openvino = cfg.get("backend") == "openvino"  # the image side in OpenVINO (zegclip.openvino)
+    openvino_fp = openvino_precision(str(cfg.trainer.get("precision", "32-true"))) if openvino else None
     L.seed_everything(cfg.seed, workers=True)
     save_resolved(cfg, cfg.paths.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
@@ -47,7 +51,11 @@ def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float
     # architecture and weights come from the checkpoint, built once
     module = hydra.utils.instantiate(cfg.module, model=network.config, network=network, init_from=None, _convert_="all")
     trainer = build_trainer(cfg)
-    precision = fast_inference(network, cfg)
+    if openvino:
+        module.predictor = compile_model(network, openvino_fp)
+        precision = module.predictor.describe()
+    else:
+        precision = fast_inference(network, cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test
     try:
         start = time.perf_counter()
@@ -61,6 +69,17 @@ def evaluate(cfg: DictConfig, network: ZegCLIP | None = None) -> dict[str, float
 
 
 REDUCED_PRECISIONS = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+OPENVINO_PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16"}
+"""``trainer.precision`` -> the OpenVINO precision of ``backend=openvino``."""
+
+
+def openvino_precision(trainer_precision: str) -> str:
+    """The OpenVINO precision for ``trainer.precision``; one it cannot run is an `OpenVINOError`."""
+    if trainer_precision not in OPENVINO_PRECISIONS:
+        raise OpenVINOError(
+            f"backend=openvino runs trainer.precision=32-true (fp32) or bf16-mixed (bf16), not {trainer_precision}"
+        )
+    return OPENVINO_PRECISIONS[trainer_precision]
 
 
 def fast_inference(network: ZegCLIP, cfg: DictConfig) -> str:

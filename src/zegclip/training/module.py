@@ -15,6 +15,7 @@ from zegclip.data.folder import class_synonyms
 from zegclip.metrics import SegMetrics
 from zegclip.model import CheckpointError, ZegCLIP, ZegCLIPCriterion, build_zegclip, pseudo_labels
 from zegclip.model.build import read_checkpoint
+from zegclip.model.inference import Predictor
 from zegclip.segmentation import encode_vocabulary
 from zegclip.training.callbacks import NonFiniteError, all_finite, trainable_weights_finite
 from zegclip.training.optim import build_optimizer, build_scheduler, describe_param_groups
@@ -129,6 +130,8 @@ class ZegCLIPModule(L.LightningModule):
         self._skipped_in_a_row = 0
         self._last_scale: float | None = None
         self.run_config: dict[str, Any] | None = None  # the resolved run config, saved in checkpoints
+        self.predictor: Predictor | None = None
+        """Runs ``predict_labels`` in evaluation instead of ``model`` when set (``backend=openvino``)."""
 
     # --- vocabulary -----------------------------------------------------------------------
     def class_embeddings(self, train: bool) -> torch.Tensor:
@@ -246,7 +249,8 @@ class ZegCLIPModule(L.LightningModule):
     def predict_labels(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Sliding-window (or whole) calibrated prediction resized to ``size``: B x H x W."""
         hp = self.hparams
-        return self.model.predict_labels(  # a chunk of classes at a time: bounded memory for 847 classes
+        predictor = self.model if self.predictor is None else self.predictor
+        return predictor.predict_labels(  # a chunk of classes at a time: bounded memory for 847 classes
             images,
             self.class_embeddings(train=False),
             seen_mask=self.seen_mask if self.seen_mask.any() else None,

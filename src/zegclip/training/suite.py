@@ -24,6 +24,7 @@ import hydra
 from zegclip.atomic import atomic_write
 from zegclip.errors import ZegCLIPError, run_command
 from zegclip.model import load_model
+from zegclip.openvino import BACKENDS
 from zegclip.training.config import compose_config
 from zegclip.training.eval import evaluate
 
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated, of {', '.join(BENCHMARKS)}"
     )
     parser.add_argument("--output", type=Path, help="folder for the table and per-benchmark outputs")
+    parser.add_argument(
+        "--backend", default="torch", choices=BACKENDS, help="openvino: the image side in OpenVINO (backend= of eval)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every benchmark, e.g. paths.data_dir=/data")
     return parser
 
@@ -151,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
     with stop_signals() as received:
         try:
-            return run_command(run_suite, args.checkpoint, names, output, args.overrides)
+            return run_command(run_suite, args.checkpoint, names, output, [f"backend={args.backend}", *args.overrides])
         except SystemExit:  # Lightning ends an evaluation stopped by SIGTERM / Ctrl-C with SystemExit
             if not received:
                 raise
