@@ -36,9 +36,7 @@ from PIL import Image
 
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data import layouts
-from zegclip.data.classes import FOLDER, DatasetInfo
-from zegclip.data.datasets import DatasetError, SegDataset, Transform, _layout_samples, check_same_size, read_image
-from zegclip.data.verify import (
+from zegclip.data.checks import (
     DEFAULT_SAMPLE,
     VerifyReport,
     check_presence,
@@ -47,7 +45,9 @@ from zegclip.data.verify import (
     orientation_warning,
     size_mismatch,
 )
-from zegclip.segmentation import VocabularyError, parse_vocabulary
+from zegclip.data.classes import FOLDER, DatasetInfo
+from zegclip.data.reading import DatasetError, SegDataset, Transform, _layout_samples, check_same_size, read_image
+from zegclip.vocabulary import VocabularyError, parse_vocabulary
 
 __all__ = [
     "MAX_TRAIN_CLASSES",

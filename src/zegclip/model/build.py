@@ -264,7 +264,7 @@ def training_facts(payload: dict[str, Any]) -> dict[str, Any]:
     optimizer steps done) and ``metrics``: the score each monitoring checkpoint callback saw
     at this save (``val/hIoU`` of a best checkpoint).
     """
-    from zegclip.data.classes import get_dataset_info  # data only: names of the benchmarks' classes
+    from zegclip.data.datasets import get_dataset_info  # deferred: the model loads without the data readers
 
     hparams = payload.get("hyper_parameters") or {}
     facts: dict[str, Any] = {k: hparams[k] for k in ("dataset", "setting") if isinstance(hparams.get(k), str)}

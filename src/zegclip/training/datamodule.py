@@ -13,12 +13,13 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
-from zegclip.data.classes import DATASETS, FOLDER, DatasetInfo, get_dataset_info
+from zegclip.data.classes import DATASETS, FOLDER, DatasetInfo
 from zegclip.data.datasets import (
     SETTINGS,
     DatasetError,
     SegDataset,
     build_dataset,
+    get_dataset_info,
     setting_label_lut,
     train_class_ids,
 )

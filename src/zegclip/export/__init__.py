@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -128,9 +127,3 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
-
-
-if __name__ == "__main__":  # python -m zegclip.export; the options are in zegclip.cli.export
-    from zegclip.cli.export import main  # noqa: TID251 (only when run as a script)
-
-    sys.exit(main())
