@@ -24,7 +24,6 @@ embeddings, as in ``zegclip predict`` (:func:`class_synonyms`).
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from zegclip.atomic import atomic_write
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data import layouts
 from zegclip.data.checks import (
@@ -273,12 +273,8 @@ class FolderSeg(SegDataset):
 
 
 def _write_list(path: Path, ids: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, durable=False) as f:
+        f.write("".join(f"{i}\n" for i in ids).encode("utf-8"))
 
 
 def make_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0, force: bool = False) -> dict[str, list[str]]:
