@@ -19,6 +19,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from zegclip.errors import ZegCLIPError
@@ -177,20 +178,17 @@ def _check_tag(model_name: str, tag: str) -> None:
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize a square (1 + g*g) x W positional embedding to (1 + h*w) x W."""
-    cls_pos, spatial = pos_embed[:1], pos_embed[1:]
-    # int() everywhere: under the ONNX tracer shapes are tensors
-    old, grid = math.isqrt(int(spatial.shape[0])), (int(grid[0]), int(grid[1]))
-    if old * old != spatial.shape[0]:
-        raise ValueError(f"positional embedding of {spatial.shape[0]} patches is not a square grid")
-    if (old, old) == grid:
-        return pos_embed
-    width = int(spatial.shape[-1])
-    # (g*g) x W -> 1 x W x g x g -> 1 x W x h x w -> (h*w) x W
-    spatial = spatial.reshape(1, old, old, width).permute(0, 3, 1, 2)
-    spatial = F.interpolate(spatial, size=grid, mode="bilinear", align_corners=False)
-    spatial = spatial.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], width)
-    return torch.cat([cls_pos, spatial], dim=0)
+    """Bilinearly resize a square (1 + g*g) x W positional embedding to (1 + h*w) x W.
+
+    timm's ``resample_abs_pos_embed`` (bilinear, no antialias, as the authors' code), on the
+    unbatched layout CLIP keeps; it traces into ONNX too (tests/test_export.py), so no own copy.
+    """
+    if math.isqrt(int(pos_embed.shape[0]) - 1) ** 2 != pos_embed.shape[0] - 1:
+        raise ValueError(f"positional embedding of {pos_embed.shape[0] - 1} patches is not a square grid")
+    # int(): under the ONNX tracer shapes are tensors
+    size = [int(grid[0]), int(grid[1])]
+    out = resample_abs_pos_embed(pos_embed[None], size, interpolation="bilinear", antialias=False)  # 1 x (1+h*w) x W
+    return out[0]
 
 
 QUICK_GELU_SCALE = 1.702
