@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import socket
 import weakref
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import nn
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model.attention import CPU_BACKWARDS, attention
-from zegclip.model.cached import reusable
+from zegclip.model.cached import reusable, unchanged_key
 from zegclip.model.prompts import DeepPrompts
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -89,14 +88,15 @@ def uses_quick_gelu(clip: nn.Module) -> bool:
     return any(isinstance(m, QuickGELU) for m in clip.modules())
 
 
-def _network_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+def _missing_locally(err: BaseException | None) -> bool:
+    """Whether huggingface_hub gave up for want of a cached file (offline, or no network)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    while err is not None:
+        if isinstance(err, LocalEntryNotFoundError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _tag_error(model_name: str, tag: str, why: str) -> CLIPLoadError:
@@ -148,8 +148,10 @@ def load_clip(
         except Exception as err:  # open_clip raises many kinds; name the file once
             raise CLIPLoadError(f"cannot load CLIP weights file {pretrained} into {model_name!r}: {err}") from err
     else:
-        if not _tag_is_cached(model_name, pretrained, cache_dir) and not _network_reachable():
-            raise _tag_error(model_name, pretrained, "no network and no cached copy")
+        from huggingface_hub import is_offline_mode  # HF_HUB_OFFLINE, as huggingface_hub reads it
+
+        if is_offline_mode() and not _tag_is_cached(model_name, pretrained, cache_dir):  # fail before any request
+            raise _tag_error(model_name, pretrained, "offline (HF_HUB_OFFLINE) and no cached copy")
         try:
             clip = open_clip.create_model(
                 model_name,
@@ -158,7 +160,8 @@ def load_clip(
                 cache_dir=cache_dir,
             )
         except Exception as err:
-            raise _tag_error(model_name, pretrained, str(err)) from err
+            why = "no network and no cached copy" if _missing_locally(err) else str(err)
+            raise _tag_error(model_name, pretrained, why) from err
     clip.requires_grad_(False)
     return clip.eval()
 
@@ -202,6 +205,7 @@ _TRANSPOSE_MAX_OUT = 1024
 def _narrow_gemms_on_one_thread() -> bool:
     """True on AMX CPUs (see above). Without AMX (AVX-512 bf16 only) the direct product measured
     as fast, and adding its transposed result to the residual slower (a 3 % slower forward)."""
+    # private, no public CPU-feature query in torch; its one use, pinned by tests/test_private_apis.py
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return True if is_amx is None else bool(is_amx())
 
@@ -259,7 +263,7 @@ class FrozenCasts:
         dtype = matmul_dtype(x, t)
         if t.dtype != torch.float32 or dtype not in (torch.bfloat16, torch.float16):
             return t
-        key = (weakref.ref(t), t.data_ptr(), t._version, t.device, dtype)  # the same tensor, unchanged
+        key = (weakref.ref(t), *unchanged_key(t), dtype)  # the same tensor, unchanged
         cached = self._cache.get(id(t))
         if cached is None or cached[0][0]() is not t or cached[0][1:] != key[1:] or not reusable(cached[1]):
             with torch.no_grad():
@@ -301,7 +305,7 @@ class FoldedQuickGELU:
     def __call__(self, mlp: nn.Module, x: torch.Tensor, casts: FrozenCasts | None = None) -> torch.Tensor:
         fc, proj = mlp.c_fc, mlp.c_proj
         dtype = matmul_dtype(x, fc.weight)
-        key = (*((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight)), dtype)
+        key = (*(unchanged_key(t) for t in (fc.weight, fc.bias, proj.weight)), dtype)
         cached = self._cache.get(id(mlp))
         if cached is None or cached[0] != key or not reusable(cached[1][0]):
             self._cache.pop(id(mlp), None)  # the old copies go before the new ones are made
@@ -337,7 +341,7 @@ def run_block(
     attn = getattr(block, "attn", None)
     if (
         not isinstance(attn, nn.MultiheadAttention)
-        or not attn._qkv_same_embed_dim
+        or attn.in_proj_weight is None  # separate q/k/v projections (kdim/vdim given)
         or attn.in_proj_bias is None
         or attn.dropout
     ):
@@ -443,7 +447,7 @@ class PromptedVisionEncoder(nn.Module):
         self._cpu_attention_backward = value
 
     def _weights_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        return tuple(unchanged_key(p) for p in self.parameters())
 
     def compile_for_inference(self, autotune: bool = True, freeze: bool = True) -> None:
         """Compile the forward with ``torch.compile`` for calls without gradients.
@@ -461,9 +465,9 @@ class PromptedVisionEncoder(nn.Module):
         prepacking, so slower than frozen, and never autotuned), which then follows every
         change of them: for validation during training, whose prompts and decoder change at
         every step. Each call of this method drops every graph ``torch.compile`` holds in the
-        process (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
+        process (``torch.compiler.reset``), so that no graph frozen with older weights is reused.
         """
-        torch._dynamo.reset()
+        torch.compiler.reset()
         self._compiled = torch.compile(self._forward, dynamic=None)
         self._freeze = freeze
         self._compiled_weights = None
@@ -507,6 +511,8 @@ class PromptedVisionEncoder(nn.Module):
                     "the image encoder's weights changed after its first compiled call, which froze "
                     "the old ones into the compiled graph; call compile_for_inference() again"
                 )
+        # private: freezing and autotuning exist only in Inductor's config; its one use, pinned by
+        # tests/test_private_apis.py
         from torch._inductor import config as inductor_config
 
         # freezing and autotuning are read from the global config (torch.compile's options= does not apply them)
@@ -541,6 +547,7 @@ class PromptedVisionEncoder(nn.Module):
             self._first_size = size
         self._sizes_vary = self._sizes_vary or size != self._first_size
         for dim in (0, 2, 3) if self._sizes_vary else (0,):
+            # torch.compiler has no public mark_dynamic; its one use, pinned by tests/test_private_apis.py
             torch._dynamo.maybe_mark_dynamic(images, dim)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

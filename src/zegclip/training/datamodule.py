@@ -224,6 +224,8 @@ class SegDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return 0, 1
+        # private: the Trainer keeps its use_distributed_sampler argument only here (one use,
+        # pinned by tests/test_private_apis.py)
         if trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
             raise ValueError("SegDataModule shards its data itself: set trainer.use_distributed_sampler=false")
         return trainer.global_rank, trainer.world_size
