@@ -455,7 +455,7 @@ class PromptedVisionEncoder(nn.Module):
         Inductor freezes the weights into the graph (folding and prepacking them) and,
         with ``autotune``, picks the fastest of its GEMM kernels; the bf16 forward gets
         about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Compiling takes
-        about 30 s on 2 CPU cores with autotuning (then cached on disk), at most twice for
+        25-80 s on 2 CPU cores with autotuning (docs/performance.md; then cached on disk), at most twice for
         batches and twice for image sizes (`_mark_dynamic`).
         Calls with gradients (training) keep running eagerly. Nothing is compiled until the
         first call, and the weights frozen in are the ones of that call: a device or dtype
