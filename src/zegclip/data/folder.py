@@ -404,13 +404,7 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
             counts = done[label_path]
             if counts is not None:
                 per_split[split] += counts
-    pairs = sorted({(row[1], row[2]) for rows in items.values() for row in rows if row[1].is_file()})
-    for image_path, _label in random.Random(0).sample(pairs, min(sample, len(pairs))):
-        try:
-            with Image.open(image_path) as im:
-                im.load()
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-            unreadable.append(_unreadable(image_path, err))
+    _decode_sample(items, sample, unreadable)
     report.sampled = sum(counts is not None for counts in done.values())
     for counts in per_split.values():
         report.histogram += counts
@@ -418,13 +412,29 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     if tagged:
         report.warnings.append(orientation_warning(tagged))
     if info is not None:
-        offset = 1 if info.label_ignore == 0 else 0
-        for split, counts in per_split.items():
-            absent = [name for k, name in enumerate(info.class_names) if not counts[offset + k]]
-            if absent and counts.any():
-                why = "nothing to learn them from" if split == "train" else "nothing to score them on"
-                report.warnings.append(f"{split}: no label holds class(es) {', '.join(absent)} ({why})")
+        _warn_absent_classes(info, per_split, report)
     return report
+
+
+def _decode_sample(items: dict[str, list[layouts.Row]], sample: int, unreadable: list[str]) -> None:
+    """Fully decode ``sample`` of the listed images (fixed seed); the unreadable ones are named."""
+    pairs = sorted({(row[1], row[2]) for rows in items.values() for row in rows if row[1].is_file()})
+    for image_path, _label in random.Random(0).sample(pairs, min(sample, len(pairs))):
+        try:
+            with Image.open(image_path) as im:
+                im.load()
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+            unreadable.append(_unreadable(image_path, err))
+
+
+def _warn_absent_classes(info: FolderInfo, per_split: dict[str, np.ndarray], report: VerifyReport) -> None:
+    """A warning per split whose labels never hold some classes."""
+    offset = 1 if info.label_ignore == 0 else 0
+    for split, counts in per_split.items():
+        absent = [name for k, name in enumerate(info.class_names) if not counts[offset + k]]
+        if absent and counts.any():
+            why = "nothing to learn them from" if split == "train" else "nothing to score them on"
+            report.warnings.append(f"{split}: no label holds class(es) {', '.join(absent)} ({why})")
 
 
 def _check_label(

@@ -83,6 +83,20 @@ def _decode(path: Path, unreadable: list[str]) -> tuple[str, np.ndarray | None] 
         return None
 
 
+def _label_counts(
+    label: np.ndarray, label_path: Path, valid: np.ndarray, bad_values: dict[int, list[Path]]
+) -> np.ndarray:
+    """A label's histogram over the valid range; each value outside it names the file in ``bad_values``."""
+    values = label.ravel().astype(np.int64)
+    beyond = (values < 0) | (values >= len(valid))  # mode I only: 32-bit values
+    for v in np.unique(values[beyond]):
+        bad_values.setdefault(int(v), []).append(label_path)
+    counts = np.bincount(values[~beyond], minlength=len(valid))
+    for v in np.flatnonzero((counts > 0) & ~valid):
+        bad_values.setdefault(int(v), []).append(label_path)
+    return counts
+
+
 def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyReport) -> None:
     valid = valid_label_values(name)
     wide = DATASETS[name].ignore_index > 255  # 16-bit labels
@@ -110,14 +124,7 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
         width, height, orientation = image_size(image_path, tagged)
         if label.shape != (height, width):
             bad_size.append(size_mismatch(label_path, label.shape, width, height, orientation))
-        values = label.ravel().astype(np.int64)
-        beyond = (values < 0) | (values >= len(valid))  # mode I only: 32-bit values
-        for v in np.unique(values[beyond]):
-            bad_values.setdefault(int(v), []).append(label_path)
-        counts = np.bincount(values[~beyond], minlength=len(valid))
-        for v in np.flatnonzero((counts > 0) & ~valid):
-            bad_values.setdefault(int(v), []).append(label_path)
-        report.histogram += counts
+        report.histogram += _label_counts(label, label_path, valid, bad_values)
     if unreadable:
         report.problems.append(
             f"{len(unreadable)} sampled file(s) cannot be decoded (truncated, corrupt or not an image; "
