@@ -67,6 +67,34 @@ def group_of(event) -> str:
     return next((group for key, group in GROUPS.items() if key in event.name), "other")
 
 
+def _matmul_rate(dtype: torch.dtype) -> float:
+    """GFLOP/s of a large (2048^3) matmul in ``dtype`` on this CPU, now."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    return 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+
+def _group_totals(prof: profile, what: str, batch: int) -> tuple[dict[str, float], dict[str, int]]:
+    """Seconds and FLOPs per operator group; FLOPs the profiler does not report are filled in."""
+    seconds, flops = defaultdict(float), defaultdict(int)
+    for event in prof.events():
+        group = group_of(event)
+        seconds[group] += event.self_cpu_time_total / 1e6
+        flops[group] += event.flops or 0
+    if what == "compiled":  # inductor's GEMM calls report no FLOPs: the encoder's linear layers
+        flops["GEMM: linear layers"] += batch * ENCODER_LINEAR_FLOPS
+    for name in ("attention forward (flash)", "attention forward (unfused)"):
+        if seconds.get(name):
+            flops[name] = batch * ATTENTION_FLOPS
+    for name in ("attention backward (PyTorch flash)", "attention backward (compiled)"):
+        if seconds.get(name):  # dV, dP, dQ, dK: twice the forward's matmuls (the recomputed QK^T not counted)
+            flops[name] = 2 * batch * ATTENTION_FLOPS
+    return seconds, flops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
@@ -113,26 +141,8 @@ def main() -> None:
         best = min(best, time.perf_counter() - start)
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         step()
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    matmul = 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
-
-    seconds, flops = defaultdict(float), defaultdict(int)
-    for event in prof.events():
-        group = group_of(event)
-        seconds[group] += event.self_cpu_time_total / 1e6
-        flops[group] += event.flops or 0
-    if args.what == "compiled":  # inductor's GEMM calls report no FLOPs: the encoder's linear layers
-        flops["GEMM: linear layers"] += batch * ENCODER_LINEAR_FLOPS
-    for name in ("attention forward (flash)", "attention forward (unfused)"):
-        if seconds.get(name):
-            flops[name] = batch * ATTENTION_FLOPS
-    for name in ("attention backward (PyTorch flash)", "attention backward (compiled)"):
-        if seconds.get(name):  # dV, dP, dQ, dK: twice the forward's matmuls (the recomputed QK^T not counted)
-            flops[name] = 2 * batch * ATTENTION_FLOPS
+    matmul = _matmul_rate(dtype)
+    seconds, flops = _group_totals(prof, args.what, batch)
     total = sum(seconds.values())
     print(f"{args.what}, {args.precision}, batch {batch}, {args.threads} threads: best of 3 = {best:.3f} s")
     print(f"same-run {args.precision} matmul (2048^3): {matmul:.0f} GFLOP/s\n")

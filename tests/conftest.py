@@ -17,7 +17,8 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tests.helpers.configs import TINY_KWARGS  # noqa: E402
-from zegclip.model import TINY_CLIP, ZegCLIP, build_zegclip  # noqa: E402
+from zegclip.model import TINY_CLIP, ZegCLIP  # noqa: E402
+from zegclip.model.build import zegclip_tiny  # noqa: E402
 from zegclip.model.clip_encoder import load_clip  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def make_tiny_model(tiny_clip_file: Path) -> Callable[..., ZegCLIP]:
 
     def make(seed: int = 0, **kwargs) -> ZegCLIP:
         torch.manual_seed(seed)
-        model = build_zegclip(TINY_CLIP, str(tiny_clip_file), **{**TINY_KWARGS, **kwargs})
+        model = zegclip_tiny(pretrained=str(tiny_clip_file), **{**TINY_KWARGS, **kwargs})
         return model.eval()
 
     return make

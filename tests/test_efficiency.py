@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from zegclip import efficiency
 from zegclip.cli.efficiency import main
 from zegclip.efficiency import count_flops, count_parameters, efficiency_report
 from zegclip.model import ZegCLIP
@@ -75,8 +76,17 @@ def test_flops_match_the_hand_count(model: ZegCLIP, report: dict) -> None:
     assert report["gmacs"] == pytest.approx(report["flops"] / 2e9)
 
 
-def test_throughput_and_settings(report: dict) -> None:
-    assert report["images_per_second_whole"] > 0 and report["images_per_second_slide"] > 0
+def test_throughput_is_images_over_the_timed_runs(monkeypatch) -> None:
+    """One untimed warm-up, then ``repeats`` timed calls: images x repeats / their seconds."""
+    calls = []
+    clock = iter([100.0, 104.0])  # the timed runs take 4 s
+    monkeypatch.setattr(efficiency.time, "perf_counter", lambda: next(clock))
+    rate = efficiency._images_per_second(lambda: calls.append(1), 2, torch.device("cpu"), repeats=3)
+    assert len(calls) == 1 + 3
+    assert rate == 2 * 3 / 4.0
+
+
+def test_report_settings(report: dict) -> None:
     assert report["slide_image_size"] == [512, 683]
     assert (report["precision"], report["batch_size"], report["device"]) == ("fp32", 1, "cpu")
 

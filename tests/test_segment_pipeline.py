@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,7 @@ from torch.utils.data import default_collate
 from zegclip.data.transforms import ShortSideResize, eval_transform
 from zegclip.model import ZegCLIP
 from zegclip.model.build import zegclip_tiny
-from zegclip.segmentation import encode_vocabulary, parse_vocabulary, resize_short_side, segment
+from zegclip.segmentation import encode_vocabulary, parse_vocabulary, segment
 
 SHORT, CROP, STRIDE = 64, 64, 48
 CLASSES = "cat; grass, lawn; sky; road"
@@ -53,9 +54,10 @@ def test_segment_scores_equal_the_evaluation_path(model: ZegCLIP, mode: str, see
     np.testing.assert_array_equal(result.labels, expected.argmax(0).numpy())
 
 
-def test_evaluation_resize_is_segments_resize() -> None:
-    """ShortSideResize is the uint8 OpenCV resize segment() uses (not a float torch one)."""
+def test_evaluation_resize_is_a_uint8_opencv_bilinear_resize() -> None:
+    """ShortSideResize (evaluation) is mmseg's resize: OpenCV bilinear on uint8, short side 37 -> 64,
+    53 x 64 / 37 = 91.7 -> 92 (not a float torch resize, which rounds differently)."""
     image = np.random.default_rng(4).integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
     resized = ShortSideResize(SHORT).apply(image)
     assert resized.dtype == np.uint8 and resized.shape == (64, 92, 3)
-    np.testing.assert_array_equal(resized, resize_short_side(image, SHORT))
+    np.testing.assert_array_equal(resized, cv2.resize(image, (92, 64), interpolation=cv2.INTER_LINEAR))

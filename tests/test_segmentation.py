@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -16,7 +15,6 @@ from zegclip.data.classes import VOC_CLASSES
 from zegclip.model import ZegCLIP
 from zegclip.model.build import zegclip_tiny
 from zegclip.segmentation import (
-    MAX_ASPECT_RATIO,
     MIN_SIDE,
     ImageReadError,
     ScaleWarning,
@@ -169,8 +167,7 @@ def test_resize_short_side_is_opencv_bilinear_on_uint8() -> None:
     ],
 )
 def test_inference_size_caps_the_long_side(size, short_side, expected) -> None:
-    assert MAX_ASPECT_RATIO == 4
-    assert inference_size(*size, short_side, MAX_ASPECT_RATIO) == expected
+    assert inference_size(*size, short_side, 4.0) == expected
     if short_side is not None:
         assert inference_size(*size, short_side) == tuple(max(s, MIN_SIDE) for s in short_side_size(*size, short_side))
 
@@ -293,10 +290,8 @@ def test_labels_without_scores_are_the_same(model: ZegCLIP, picture: np.ndarray,
 def test_extreme_aspect_ratio_is_capped_with_a_warning(model: ZegCLIP) -> None:
     """4000 x 20 would be 102,400 x 512 at the paper's scale; capped it takes a moment."""
     picture = np.random.default_rng(2).integers(0, 256, size=(4000, 20, 3), dtype=np.uint8)
-    start = time.perf_counter()
     with pytest.warns(ScaleWarning, match=r"segmented at 32 x 2048 instead of 512 x 102400"):
         result = segment(model, picture, ["cat", "dog"])
-    assert time.perf_counter() - start < 20
     assert result.labels.shape == (4000, 20) and result.scores.shape == (2, 4000, 20)
     assert "long side capped" in result.note
 

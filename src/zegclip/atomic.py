@@ -28,6 +28,21 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that take a file name (ONNX export, hard
+    links); on a clean exit it replaces ``path``. On any error it is removed, ``path`` kept."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", *, durable: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
 
@@ -35,18 +50,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, durable: bool = T
     file survives a power loss or a node failure once this returns. On any error the
     temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     if durable:
-        _fsync_folder(path.parent)
+        _fsync_folder(Path(path).parent)

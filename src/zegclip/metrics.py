@@ -39,14 +39,6 @@ def _check_ids(ids: Sequence[int], num_classes: int, what: str) -> list[int]:
     return ids
 
 
-def _nanmean(values: Tensor) -> Tensor:
-    """Mean over the non-NaN entries; NaN when there are none (also for an empty tensor)."""
-    valid = values[~values.isnan()]
-    if valid.numel() == 0:
-        return values.new_tensor(math.nan)
-    return valid.mean()
-
-
 def scores_from_confmat(confmat: Tensor, seen_ids: Sequence[int], unseen_ids: Sequence[int]) -> dict[str, Tensor]:
     """All scores of docs/method.md §10 from an accumulated confusion matrix (ignored pixels already dropped).
 
@@ -71,14 +63,14 @@ def scores_from_confmat(confmat: Tensor, seen_ids: Sequence[int], unseen_ids: Se
 
     total = gt_area.sum()
     pacc = intersection.sum() / total if total > 0 else counts.new_tensor(math.nan)
-    seen = _nanmean(iou[list(seen_ids)])
-    unseen = _nanmean(iou[list(unseen_ids)])
-    denom = seen + unseen
+    seen = torch.nanmean(iou[list(seen_ids)])
+    unseen = torch.nanmean(iou[list(unseen_ids)])
+    denom = seen + unseen  # torch.nanmean: NaN for no class at all (empty or all NaN)
     # NaN + anything = NaN, so a NaN mean propagates; 0/0 is defined as 0 (docs/method.md §10)
     hiou = torch.where(denom == 0, torch.zeros_like(denom), 2 * seen * unseen / denom)
     result = {
         "pAcc": pacc,
-        "mIoU": _nanmean(iou),
+        "mIoU": torch.nanmean(iou),
         "mIoU_seen": seen,
         "mIoU_unseen": unseen,
         "hIoU": hiou,

@@ -20,45 +20,41 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from zegclip.data.classes import DATASETS
 from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIP
-from zegclip.model.inference import short_side_size
+from zegclip.resize import (  # noqa: F401 (re-exported: the size rule's names, as before)
+    MAX_ASPECT_RATIO,
+    MAX_SHORT_SIDE,
+    MIN_SIDE,
+    check_short_side,
+    inference_size,
+    resize_short_side,
+    scale_note,
+    short_side_size,
+)
+from zegclip.vocabulary import (  # noqa: F401 (re-exported, as before)
+    Vocabulary,
+    VocabularyError,
+    parse_vocabulary,
+    seen_mask,
+)
 
 if TYPE_CHECKING:
     from zegclip.openvino import OpenVINOZegCLIP
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-MIN_SIDE = 32
-"""No side of the test-scale image is below this (two ViT patches); smaller sides are stretched."""
-MAX_SHORT_SIDE = 4096
-"""The largest ``short_side`` accepted."""
-MAX_ASPECT_RATIO = 4.0
-"""`segment`'s default cap: the test-scale long side is at most this x ``short_side``.
-
-A 4000 x 20 image would otherwise become 102,400 x 512 (3 GB of scores, half a minute);
-capped, it is segmented at 2048 x 32 (the short side stretched to `MIN_SIDE`).
-"""
 _LABEL_CHUNK = 1 << 24
 """Upsampled score elements held at once when only the labels are kept (64 MB in fp32)."""
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
-Vocabulary = list[list[str]]
-"""One list of synonyms per class; the first name is the class's display name."""
-
-
-class VocabularyError(ZegCLIPError, ValueError):
-    """A class list that cannot be used (empty, duplicated names, unknown seen names)."""
 
 
 class ImageReadError(ZegCLIPError, ValueError):
@@ -100,84 +96,6 @@ class SegmentResult:
 
 
 # ---------------------------------------------------------------- vocabularies
-
-
-def _split_names(text: str, sep: str) -> list[str]:
-    return [" ".join(part.split()) for part in text.split(sep) if part.strip()]
-
-
-def _check_vocabulary(vocabulary: Vocabulary, source: str) -> Vocabulary:
-    vocabulary = [names for names in vocabulary if names]
-    if not vocabulary:
-        raise VocabularyError(f"the vocabulary {source} is empty: give at least one class name")
-    seen: dict[str, int] = {}
-    duplicates = []
-    for names in vocabulary:
-        for name in names:
-            key = name.lower()  # CLIP's tokenizer lower-cases, so 'Cat' and 'cat' are one prompt
-            if key in seen and name not in duplicates:
-                duplicates.append(name)
-            seen[key] = 1
-    if duplicates:
-        raise VocabularyError(f"duplicate class names in the vocabulary {source}: {', '.join(duplicates)}")
-    return vocabulary
-
-
-def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or "/" in spec or spec.lower().endswith((".txt", ".csv", ".names"))
-
-
-def parse_vocabulary(spec: str | os.PathLike | Sequence[str | Sequence[str]]) -> Vocabulary:
-    """Turn a class specification into one list of synonyms per class.
-
-    Args:
-        spec: one of
-            - a dataset name (``"voc"``, ``"coco_stuff"``, ``"context"``): its classes;
-            - a path to a text file: one class per line, synonyms separated by commas,
-              blank lines and ``#`` comments ignored;
-            - a string ``"cat; grass, lawn; sky"``: ``;`` separates classes, ``,`` synonyms;
-            - a list of names, or of lists of synonyms.
-
-    Raises:
-        VocabularyError: the vocabulary is empty, repeats a name, or the file is missing.
-    """
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and os.path.isfile(spec)):
-        path = Path(spec)
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a Windows editor's BOM dropped
-        except (OSError, UnicodeDecodeError) as err:
-            raise VocabularyError(f"cannot read the vocabulary file {path}: {err}") from err
-        lines = [line.split("#", 1)[0] for line in lines]
-        return _check_vocabulary([_split_names(line, ",") for line in lines], f"in {path}")
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text in DATASETS:
-            return _check_vocabulary([[name] for name in DATASETS[text].class_names], f"of dataset {text!r}")
-        if _looks_like_path(text) and ";" not in text and "," not in text:
-            raise VocabularyError(f"vocabulary file not found: {text}")
-        return _check_vocabulary([_split_names(part, ",") for part in text.split(";")], repr(spec))
-    vocabulary = []
-    for entry in spec:
-        names = _split_names(entry, ",") if isinstance(entry, str) else [n for e in entry for n in _split_names(e, ",")]
-        vocabulary.append(names)
-    return _check_vocabulary(vocabulary, "given")
-
-
-def seen_mask(vocabulary: Vocabulary, seen: Sequence[str] | None) -> list[bool] | None:
-    """C booleans marking the classes named in ``seen`` (any synonym matches), or None.
-
-    Raises:
-        VocabularyError: a seen name is not in the vocabulary (the message names them).
-    """
-    if seen is None:
-        return None
-    index = {name.lower(): c for c, names in enumerate(vocabulary) for name in names}
-    wanted = [" ".join(name.split()) for name in seen if name.strip()]
-    unknown = [name for name in wanted if name.lower() not in index]
-    if unknown:
-        raise VocabularyError(f"seen classes not in the vocabulary: {', '.join(unknown)}")
-    marked = {index[name.lower()] for name in wanted}
-    return [c in marked for c in range(len(vocabulary))]
 
 
 @torch.no_grad()
@@ -261,74 +179,6 @@ def load_image(image: ImageInput) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (3, 4) or 0 in array.shape:
         raise ImageReadError(f"expected an H x W x 3 image array, got shape {array.shape}")
     return np.ascontiguousarray(array[..., :3])
-
-
-def check_short_side(short_side: int | None) -> None:
-    """Raise ValueError unless ``short_side`` is None (keep the size) or in MIN_SIDE..MAX_SHORT_SIDE."""
-    if short_side is not None and not MIN_SIDE <= short_side <= MAX_SHORT_SIDE:
-        raise ValueError(
-            f"short side must be between {MIN_SIDE} and {MAX_SHORT_SIDE} pixels (or None to keep the "
-            f"image size), got {short_side}"
-        )
-
-
-def _capped_size(height: int, width: int, short_side: int | None, max_aspect_ratio: float | None) -> tuple[int, int]:
-    if short_side is None:
-        return height, width
-    size = short_side_size(height, width, short_side)
-    limit = None if max_aspect_ratio is None else int(max_aspect_ratio * short_side)
-    if limit is not None and max(size) > limit:
-        scale = limit / max(height, width)
-        size = (min(int(height * scale + 0.5), limit), min(int(width * scale + 0.5), limit))
-    return size
-
-
-def inference_size(
-    height: int, width: int, short_side: int | None = 512, max_aspect_ratio: float | None = None
-) -> tuple[int, int]:
-    """The size (H', W') an image is segmented at.
-
-    The paper's test scale (`short_side_size`: short side exactly ``short_side``, aspect
-    kept; None keeps the size); with ``max_aspect_ratio`` the long side is capped at
-    ``max_aspect_ratio * short_side`` (scaled down, aspect kept). Finally no side is
-    below `MIN_SIDE` (that side alone is stretched).
-    """
-    size = _capped_size(height, width, short_side, max_aspect_ratio)
-    return max(size[0], MIN_SIDE), max(size[1], MIN_SIDE)
-
-
-def resize_short_side(
-    image: np.ndarray, short_side: int | None = 512, max_aspect_ratio: float | None = None
-) -> np.ndarray:
-    """Resize an H x W x 3 uint8 image to `inference_size` with OpenCV bilinear (mmseg's resize).
-
-    The one test-time resize: ``zegclip.data.transforms.ShortSideResize`` (evaluation)
-    and `segment` both call it.
-    """
-    size = inference_size(*image.shape[:2], short_side, max_aspect_ratio)
-    if size == tuple(image.shape[:2]):
-        return image
-    return cv2.resize(np.ascontiguousarray(image), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def scale_note(
-    height: int, width: int, short_side: int | None = 512, max_aspect_ratio: float | None = None
-) -> str | None:
-    """Why `inference_size` differs from the plain test scale, or None when it does not."""
-    plain = _capped_size(height, width, short_side, None)
-    capped = _capped_size(height, width, short_side, max_aspect_ratio)
-    size = inference_size(height, width, short_side, max_aspect_ratio)
-    if size == plain:
-        return None
-    reasons = []
-    if capped != plain:
-        reasons.append(f"long side capped at {max_aspect_ratio:g} x the short side {short_side}")
-    if size != capped:
-        reasons.append(f"sides below {MIN_SIDE} px stretched to {MIN_SIDE}")
-    return (
-        f"image {width} x {height} segmented at {size[1]} x {size[0]} instead of {plain[1]} x {plain[0]} "
-        f"({'; '.join(reasons)})"
-    )
 
 
 def preprocess_images(

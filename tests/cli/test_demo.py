@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
-import time
 import warnings
 import zlib
 from io import BytesIO
@@ -41,7 +42,8 @@ from zegclip.model.build import zegclip_tiny
 from zegclip.segmentation import ImageReadError, VocabularyError, segment
 from zegclip.visualize import label_image
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = shutil.which("chromium")
+"""The browser on PATH, as `.ci/run` finds it (`command -v chromium`); None when absent."""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -281,11 +283,14 @@ def served(model, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_page_in_a_real_browser(served: str, model, images: dict[str, Path], tmp_path: Path) -> None:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium); .ci/run installs it")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    missing = "chromium is not on PATH (apt-get install chromium; .ci/run installs it)" if CHROMIUM is None else None
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        missing = missing or "playwright is not installed (the dev extra)"
+    if missing:  # CI (.ci/run sets CI=1) must run this test; elsewhere it may be left out
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(missing)
     expect = playwright_api.expect
-    start = time.perf_counter()
     external: list[str] = []
 
     def offline(route) -> None:  # the network is closed: only the app itself answers
@@ -299,7 +304,7 @@ def test_page_in_a_real_browser(served: str, model, images: dict[str, Path], tmp
     with playwright_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
+            executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900},
@@ -367,4 +372,3 @@ def test_page_in_a_real_browser(served: str, model, images: dict[str, Path], tmp
             context.close()
     assert external == [], f"the page asked the network for {external}"
     assert (tmp_path / "demo.png").stat().st_size > 10_000
-    assert time.perf_counter() - start < 60

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -214,9 +213,7 @@ def test_precision_and_compile_prepare_the_encoder(tmp_path: Path, capsys, monke
 def test_extreme_aspect_ratio_completes_with_a_note(tmp_path: Path, capsys) -> None:
     """4000 x 20 at the paper's scale would be 102,400 x 512 (3 GB); capped it takes seconds."""
     _write_images(tmp_path / "in", {"strip.png": (4000, 20), "ok.png": (40, 60)})
-    start = time.perf_counter()
     code, err = _run([str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "-o", str(tmp_path / "out")], capsys)
-    assert time.perf_counter() - start < 60
     assert code == 0, err
     notes = [line for line in err.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "strip.png" in notes[0] and "long side capped" in notes[0], err

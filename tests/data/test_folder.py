@@ -14,8 +14,8 @@ from zegclip.cli.prepare import main as prepare_main
 from zegclip.cli.synthetic import main as synthetic_main
 from zegclip.cli.verify import main as verify_main
 from zegclip.data import layouts
-from zegclip.data.classes import SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN, get_dataset_info
-from zegclip.data.datasets import DatasetError, build_dataset
+from zegclip.data.classes import SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN
+from zegclip.data.datasets import DatasetError, build_dataset, get_dataset_info
 from zegclip.data.folder import (
     FolderError,
     FolderInfo,

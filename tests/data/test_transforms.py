@@ -22,7 +22,7 @@ from zegclip.data.transforms import (
     rescale_size,
     train_transform,
 )
-from zegclip.model.inference import short_side_size
+from zegclip.resize import short_side_size
 
 PALETTE = np.array(
     [[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20], [20, 230, 230], [230, 20, 230]],

@@ -1,7 +1,8 @@
 """Overrides and keyword arguments that shrink the real configs and models to seconds."""
 
-TINY_KWARGS = {"num_prompts": 4, "image_size": 64, "decoder_ffn_dim": 64, "quick_gelu": True}
-"""``build_zegclip`` arguments of the tiny test model (through a real weights file)."""
+TINY_KWARGS = {"image_size": 64, "decoder_ffn_dim": 64, "quick_gelu": True}
+"""What the tests change of the tiny preset (``zegclip_tiny``, ``conf/model/zegclip_tiny.yaml``):
+a smaller crop and FFN, and QuickGELU stated for its weights given as a file."""
 
 TINY_DEMO = [
     "experiment=demo",

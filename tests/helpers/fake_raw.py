@@ -254,6 +254,30 @@ def rle_encode(mask: np.ndarray) -> dict:
     return {"size": [h, w], "counts": "".join(chars)}
 
 
+def _detail_json(maps: dict[str, np.ndarray], annotated: list[str], train_ids: list[str]) -> dict:
+    """``trainval_merged.json`` in the Detail-API layout: images with their phase, RLE segments."""
+    images, anns = [], []
+    for i in annotated:
+        h, w = maps[i].shape
+        image_id = int(i.replace("_", ""))
+        phase = "train" if i in train_ids else "val"
+        images.append({"image_id": image_id, "file_name": f"{i}.jpg", "height": h, "width": w, "phase": phase})
+        for cat in np.unique(maps[i]):
+            if cat:
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": image_id,
+                        "category_id": int(cat),
+                        "segmentation": rle_encode(maps[i] == cat),
+                        "iscrowd": 0,
+                    }
+                )
+    cats = [{"category_id": c, "name": f"c{c}"} for c in range(1, 460)]
+    data = {"images": images, "annos_segmentation": anns, "categories": cats}
+    return data
+
+
 def make_context_raw(
     raw: Path,
     *,
@@ -315,27 +339,8 @@ def make_context_raw(
             for i in annotated:
                 sink.add(f"{top}trainval/{i}.mat", mat_bytes({"LabelMap": maps[i].astype(np.uint16)}))
     if form in ("json", "both"):
-        images, anns = [], []
-        for i in annotated:
-            h, w = maps[i].shape
-            image_id = int(i.replace("_", ""))
-            phase = "train" if i in train_ids else "val"
-            images.append({"image_id": image_id, "file_name": f"{i}.jpg", "height": h, "width": w, "phase": phase})
-            for cat in np.unique(maps[i]):
-                if cat:
-                    anns.append(
-                        {
-                            "id": len(anns) + 1,
-                            "image_id": image_id,
-                            "category_id": int(cat),
-                            "segmentation": rle_encode(maps[i] == cat),
-                            "iscrowd": 0,
-                        }
-                    )
-        cats = [{"category_id": c, "name": f"c{c}"} for c in range(1, 460)]
-        data = {"images": images, "annos_segmentation": anns, "categories": cats}
         (raw / top).mkdir(parents=True, exist_ok=True)
-        (raw / top / "trainval_merged.json").write_text(json.dumps(data))
+        (raw / top / "trainval_merged.json").write_text(json.dumps(_detail_json(maps, annotated, train_ids)))
     val_text = "".join(f"{i}\n" for i in (val_ids if listed_val is None else listed_val))
     if lists in (True, "pair", "val"):
         (raw / "pascal_context").mkdir(parents=True, exist_ok=True)

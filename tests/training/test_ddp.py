@@ -55,10 +55,10 @@ if __name__ == "__main__":
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_clip_file: Path) -> Path:
     """A random tiny ZegCLIP saved as a self-contained checkpoint."""
     from tests.helpers.configs import TINY_KWARGS
-    from zegclip.model import TINY_CLIP, build_zegclip
+    from zegclip.model.build import zegclip_tiny
 
     torch.manual_seed(0)
-    model = build_zegclip(TINY_CLIP, str(tiny_clip_file), **TINY_KWARGS)
+    model = zegclip_tiny(pretrained=str(tiny_clip_file), **TINY_KWARGS)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     model.save(path)
     return path

@@ -398,5 +398,4 @@ def test_bf16_evaluation_takes_the_predict_fast_path(trained, compose_cfg, monke
     assert encoder.visual.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.bfloat16
     assert len(compiled) == int(compile_encoder)
     assert bool(graph_calls) == compile_encoder  # every validation image through the compiled graph
-    assert bf16["eval/images_per_s"] > 0 and fp32["eval/images_per_s"] > 0
     assert bf16["val/pAcc"] == pytest.approx(fp32["val/pAcc"], abs=2.0)  # bf16 rounding moves few pixels

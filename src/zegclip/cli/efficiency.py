@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 
 import zegclip.efficiency as lib
-from zegclip.data.classes import get_dataset_info
+from zegclip.data.datasets import get_dataset_info
 from zegclip.efficiency import efficiency_report
 from zegclip.errors import UsageError, run_command
 from zegclip.model import MODEL_PRESETS, build_zegclip, load_model

@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from zegclip.atomic import atomic_write
 from zegclip.data.classes import DATASETS
 from zegclip.errors import UsageError, ensure_writable_folder, run_command
 from zegclip.model import ZegCLIP, load_model
@@ -140,13 +141,8 @@ def parse_seen(spec: str | None, vocabulary: Vocabulary) -> list[str] | None:
 
 def _save_atomic(image: Image.Image, path: Path, fmt: str, **kwargs) -> None:
     """Write to a temporary name next to ``path``, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, durable=False) as f:
+        image.save(f, format=fmt, **kwargs)
 
 
 def _record_keys(record: dict) -> tuple[str | None, str | None]:
@@ -194,12 +190,8 @@ def compact_predictions(path: Path) -> None:
         kept.append(record)
     compacted = "".join(json.dumps(record) + "\n" for record in reversed(kept))
     if compacted != text:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(compacted, encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(path, durable=False) as f:
+            f.write(compacted.encode("utf-8"))
 
 
 FileId = tuple[int, int]

@@ -1,58 +1,21 @@
 """``zegclip prepare`` / ``python -m zegclip.data.prepare``: dataset preparation (options, exit codes).
 
-The work is done by :mod:`zegclip.data.prepare`. Also the logging setup of the data
-commands (:func:`setup_cli_logging`), shared with :mod:`zegclip.cli.verify`.
+The work is done by :mod:`zegclip.data.prepare`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from zegclip.cli.logs import setup_cli_logging
 from zegclip.data.classes import FOLDER
 from zegclip.data.folder import make_split
 from zegclip.data.prepare import EXTRACT_DIR, PREPARERS, default_workers
 from zegclip.errors import UsageError, run_command
 
-__all__ = ["UsageError", "build_parser", "main", "setup_cli_logging"]
-
-
-class _CliFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
-
-
-class _StderrHandler(logging.StreamHandler):
-    """A stream handler that writes to whatever ``sys.stderr`` is at the time of each record."""
-
-    _zegclip_cli = True
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        pass
-
-
-def setup_cli_logging() -> None:
-    """Send ``zegclip.data`` log records to stderr (info plain, warnings prefixed).
-
-    The library loggers have fixed names (``zegclip.data.prepare``, ``zegclip.data.verify``),
-    so ``python -m zegclip.data.prepare`` prints the same lines as ``zegclip prepare``.
-    """
-    pkg = logging.getLogger("zegclip.data")
-    if not any(getattr(h, "_zegclip_cli", False) for h in pkg.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(_CliFormatter())
-        pkg.addHandler(handler)
-    pkg.setLevel(logging.INFO)
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zegclip.cli.prepare import setup_cli_logging
+from zegclip.cli.logs import setup_cli_logging
 from zegclip.constants import IGNORE_INDEX
 from zegclip.data.classes import FOLDER
 from zegclip.data.folder import verify_folder

@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "DATASETS": "classes",
     "DatasetInfo": "classes",
-    "get_dataset_info": "classes",
+    "get_dataset_info": "datasets",
     "COCOStuffSeg": "datasets",
     "Context459Seg": "datasets",
     "ContextSeg": "datasets",

@@ -6,9 +6,7 @@ Context-59 without background, COCO-Stuff train ids).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from os import PathLike
 
 from zegclip.data.vocabularies.ade20k import ADE150_CLASSES, ADE847_CLASSES
 from zegclip.data.vocabularies.pascal_context import PASCAL_CONTEXT_459_CLASSES
@@ -395,39 +393,6 @@ class DatasetChoiceError(ZegCLIPError, ValueError):
 FOLDER = "folder"
 """The dataset kind of your own images and masks (zegclip.data.folder): its classes are read
 from ``<root>/classes.txt``, its unseen classes named by the user."""
-
-
-def get_dataset_info(
-    name: str,
-    root: str | PathLike | None = None,
-    unseen: Sequence[str] | None = None,
-    ignore_index: int | None = None,
-) -> DatasetInfo:
-    """Look up a benchmark by name, with an error that lists the known ones.
-
-    ``folder`` is read from ``root`` (:func:`zegclip.data.folder.folder_info`), with the
-    ``unseen`` classes by name and the label value ``ignore_index`` (default 255). The
-    benchmarks' classes and splits are fixed: ``unseen`` and ``ignore_index`` are for
-    ``folder`` only, and ``root`` is not read.
-    """
-    if name == FOLDER:
-        from zegclip.data.folder import folder_info  # reads files; this module stays data only
-
-        return folder_info(root, unseen or (), 255 if ignore_index is None else ignore_index)
-    try:
-        info = DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted([*DATASETS, FOLDER])}") from None
-    if unseen:
-        raise DatasetChoiceError(
-            f"{name} has fixed unseen classes; unseen classes by name (data.unseen) are for the {FOLDER} dataset"
-        )
-    if ignore_index is not None and ignore_index != info.ignore_index:
-        raise DatasetChoiceError(
-            f"{name} labels ignore {info.ignore_index}; another ignore_index (data.ignore_index) is for the "
-            f"{FOLDER} dataset"
-        )
-    return info
 
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (

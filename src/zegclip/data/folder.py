@@ -24,7 +24,6 @@ embeddings, as in ``zegclip predict`` (:func:`class_synonyms`).
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,11 +33,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from zegclip.atomic import atomic_write
 from zegclip.constants import HIDDEN_INDEX, IGNORE_INDEX
 from zegclip.data import layouts
-from zegclip.data.classes import FOLDER, DatasetInfo
-from zegclip.data.datasets import DatasetError, SegDataset, Transform, _layout_samples, check_same_size, read_image
-from zegclip.data.verify import (
+from zegclip.data.checks import (
     DEFAULT_SAMPLE,
     VerifyReport,
     check_presence,
@@ -47,7 +45,9 @@ from zegclip.data.verify import (
     orientation_warning,
     size_mismatch,
 )
-from zegclip.segmentation import VocabularyError, parse_vocabulary
+from zegclip.data.classes import FOLDER, DatasetInfo
+from zegclip.data.reading import DatasetError, SegDataset, Transform, _layout_samples, check_same_size, read_image
+from zegclip.vocabulary import VocabularyError, parse_vocabulary
 
 __all__ = [
     "MAX_TRAIN_CLASSES",
@@ -273,12 +273,8 @@ class FolderSeg(SegDataset):
 
 
 def _write_list(path: Path, ids: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, durable=False) as f:
+        f.write("".join(f"{i}\n" for i in ids).encode("utf-8"))
 
 
 def make_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0, force: bool = False) -> dict[str, list[str]]:
@@ -408,13 +404,7 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
             counts = done[label_path]
             if counts is not None:
                 per_split[split] += counts
-    pairs = sorted({(row[1], row[2]) for rows in items.values() for row in rows if row[1].is_file()})
-    for image_path, _label in random.Random(0).sample(pairs, min(sample, len(pairs))):
-        try:
-            with Image.open(image_path) as im:
-                im.load()
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-            unreadable.append(_unreadable(image_path, err))
+    _decode_sample(items, sample, unreadable)
     report.sampled = sum(counts is not None for counts in done.values())
     for counts in per_split.values():
         report.histogram += counts
@@ -422,13 +412,29 @@ def verify_folder(root: str | Path, sample: int = DEFAULT_SAMPLE, ignore_index: 
     if tagged:
         report.warnings.append(orientation_warning(tagged))
     if info is not None:
-        offset = 1 if info.label_ignore == 0 else 0
-        for split, counts in per_split.items():
-            absent = [name for k, name in enumerate(info.class_names) if not counts[offset + k]]
-            if absent and counts.any():
-                why = "nothing to learn them from" if split == "train" else "nothing to score them on"
-                report.warnings.append(f"{split}: no label holds class(es) {', '.join(absent)} ({why})")
+        _warn_absent_classes(info, per_split, report)
     return report
+
+
+def _decode_sample(items: dict[str, list[layouts.Row]], sample: int, unreadable: list[str]) -> None:
+    """Fully decode ``sample`` of the listed images (fixed seed); the unreadable ones are named."""
+    pairs = sorted({(row[1], row[2]) for rows in items.values() for row in rows if row[1].is_file()})
+    for image_path, _label in random.Random(0).sample(pairs, min(sample, len(pairs))):
+        try:
+            with Image.open(image_path) as im:
+                im.load()
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+            unreadable.append(_unreadable(image_path, err))
+
+
+def _warn_absent_classes(info: FolderInfo, per_split: dict[str, np.ndarray], report: VerifyReport) -> None:
+    """A warning per split whose labels never hold some classes."""
+    offset = 1 if info.label_ignore == 0 else 0
+    for split, counts in per_split.items():
+        absent = [name for k, name in enumerate(info.class_names) if not counts[offset + k]]
+        if absent and counts.any():
+            why = "nothing to learn them from" if split == "train" else "nothing to score them on"
+            report.warnings.append(f"{split}: no label holds class(es) {', '.join(absent)} ({why})")
 
 
 def _check_label(

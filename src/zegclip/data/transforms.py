@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from zegclip.constants import IGNORE_INDEX
-from zegclip.segmentation import resize_short_side
+from zegclip.resize import resize_short_side
 
 __all__ = [
     "MEAN",
@@ -245,9 +245,8 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
 class ShortSideResize(A.ImageOnlyTransform):
     """Test-time resize: short side exactly ``short_side``, aspect kept, OpenCV bilinear on uint8.
 
-    Calls ``zegclip.segmentation.resize_short_side`` (size from
-    ``zegclip.model.inference.short_side_size``), the resize `zegclip.segment` uses too;
-    no long-side cap here (the paper's protocol). Image only: evaluation keeps the label
+    Calls ``zegclip.resize.resize_short_side`` (the one test-size rule), the resize
+    `zegclip.segment` uses too; no long-side cap here (the paper's protocol). Image only: evaluation keeps the label
     at its original size.
     """
 

@@ -21,7 +21,6 @@ import torch
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model.clip_encoder import (
-    TINY_CLIP,
     PromptedVisionEncoder,
     is_clip_architecture,
     load_clip,
@@ -35,6 +34,7 @@ from zegclip.model.official import (
     is_official,
     official_config,
 )
+from zegclip.model.presets import preset_kwargs
 from zegclip.model.pretrained import CONFIG_NAME, is_pretrained_source, read_pretrained, resolve_folder
 from zegclip.model.text import TextEncoder
 from zegclip.model.zegclip import CHECKPOINT_FORMAT, ZegCLIP
@@ -132,25 +132,18 @@ def build_zegclip(
 
 
 def zegclip_vitb16_voc(**kwargs: Any) -> ZegCLIP:
-    """The paper's VOC / Context model: ViT-B/16 (OpenAI), 10 prompt tokens."""
-    return build_zegclip(**{"clip_model": "ViT-B-16", "num_prompts": 10, **kwargs})
+    """The paper's VOC / Context model: ViT-B/16 (OpenAI), 10 prompt tokens (``model=zegclip_vitb16``)."""
+    return build_zegclip(**{**preset_kwargs("vitb16_voc"), **kwargs})
 
 
 def zegclip_vitb16_coco(**kwargs: Any) -> ZegCLIP:
-    """The paper's COCO-Stuff model: ViT-B/16 (OpenAI), 100 prompt tokens."""
-    return build_zegclip(**{"clip_model": "ViT-B-16", "num_prompts": 100, **kwargs})
+    """The paper's COCO-Stuff model: ViT-B/16 (OpenAI), 100 prompt tokens (``model=zegclip_vitb16_coco``)."""
+    return build_zegclip(**{**preset_kwargs("vitb16_coco"), **kwargs})
 
 
 def zegclip_tiny(**kwargs: Any) -> ZegCLIP:
-    """A tiny random-weight model for tests and demos (CPU, seconds)."""
-    defaults = {
-        "clip_model": TINY_CLIP,
-        "pretrained": None,
-        "num_prompts": 4,
-        "image_size": 128,
-        "decoder_ffn_dim": 256,
-    }
-    return build_zegclip(**{**defaults, **kwargs})
+    """A tiny random-weight model for tests and demos (CPU, seconds; ``model=zegclip_tiny``)."""
+    return build_zegclip(**{**preset_kwargs("tiny"), **kwargs})
 
 
 MODEL_PRESETS = {
@@ -158,6 +151,8 @@ MODEL_PRESETS = {
     "vitb16_coco": zegclip_vitb16_coco,
     "tiny": zegclip_tiny,
 }
+"""Preset name -> its builder; each reads its arguments from the Hydra model config
+(:mod:`zegclip.model.presets`), so Python and Hydra share one definition."""
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -264,7 +259,7 @@ def training_facts(payload: dict[str, Any]) -> dict[str, Any]:
     optimizer steps done) and ``metrics``: the score each monitoring checkpoint callback saw
     at this save (``val/hIoU`` of a best checkpoint).
     """
-    from zegclip.data.classes import get_dataset_info  # data only: names of the benchmarks' classes
+    from zegclip.data.datasets import get_dataset_info  # deferred: the model loads without the data readers
 
     hparams = payload.get("hyper_parameters") or {}
     facts: dict[str, Any] = {k: hparams[k] for k in ("dataset", "setting") if isinstance(hparams.get(k), str)}

@@ -13,3 +13,12 @@ def reusable(cached: torch.Tensor) -> bool:
     training forward after such a call must make its copy again. Normal tensors serve every mode.
     """
     return not cached.is_inference() or torch.is_inference_mode_enabled()
+
+
+def unchanged_key(t: torch.Tensor) -> tuple:
+    """What identifies a tensor's contents for a cache: address, in-place write counter, dtype, device.
+
+    ``Tensor._version`` is private (torch has no public write counter); this is its one use in
+    the package, pinned by tests/test_private_apis.py (tested with torch 2.5 to 2.14).
+    """
+    return (t.data_ptr(), t._version, t.dtype, t.device)

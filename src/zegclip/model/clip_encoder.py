@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import socket
 import weakref
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,12 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model.attention import CPU_BACKWARDS, attention
-from zegclip.model.cached import reusable
+from zegclip.model.cached import reusable, unchanged_key
 from zegclip.model.prompts import DeepPrompts
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -88,14 +88,15 @@ def uses_quick_gelu(clip: nn.Module) -> bool:
     return any(isinstance(m, QuickGELU) for m in clip.modules())
 
 
-def _network_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+def _missing_locally(err: BaseException | None) -> bool:
+    """Whether huggingface_hub gave up for want of a cached file (offline, or no network)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    while err is not None:
+        if isinstance(err, LocalEntryNotFoundError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _tag_error(model_name: str, tag: str, why: str) -> CLIPLoadError:
@@ -147,8 +148,10 @@ def load_clip(
         except Exception as err:  # open_clip raises many kinds; name the file once
             raise CLIPLoadError(f"cannot load CLIP weights file {pretrained} into {model_name!r}: {err}") from err
     else:
-        if not _tag_is_cached(model_name, pretrained, cache_dir) and not _network_reachable():
-            raise _tag_error(model_name, pretrained, "no network and no cached copy")
+        from huggingface_hub import is_offline_mode  # HF_HUB_OFFLINE, as huggingface_hub reads it
+
+        if is_offline_mode() and not _tag_is_cached(model_name, pretrained, cache_dir):  # fail before any request
+            raise _tag_error(model_name, pretrained, "offline (HF_HUB_OFFLINE) and no cached copy")
         try:
             clip = open_clip.create_model(
                 model_name,
@@ -157,7 +160,8 @@ def load_clip(
                 cache_dir=cache_dir,
             )
         except Exception as err:
-            raise _tag_error(model_name, pretrained, str(err)) from err
+            why = "no network and no cached copy" if _missing_locally(err) else str(err)
+            raise _tag_error(model_name, pretrained, why) from err
     clip.requires_grad_(False)
     return clip.eval()
 
@@ -177,20 +181,17 @@ def _check_tag(model_name: str, tag: str) -> None:
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize a square (1 + g*g) x W positional embedding to (1 + h*w) x W."""
-    cls_pos, spatial = pos_embed[:1], pos_embed[1:]
-    # int() everywhere: under the ONNX tracer shapes are tensors
-    old, grid = math.isqrt(int(spatial.shape[0])), (int(grid[0]), int(grid[1]))
-    if old * old != spatial.shape[0]:
-        raise ValueError(f"positional embedding of {spatial.shape[0]} patches is not a square grid")
-    if (old, old) == grid:
-        return pos_embed
-    width = int(spatial.shape[-1])
-    # (g*g) x W -> 1 x W x g x g -> 1 x W x h x w -> (h*w) x W
-    spatial = spatial.reshape(1, old, old, width).permute(0, 3, 1, 2)
-    spatial = F.interpolate(spatial, size=grid, mode="bilinear", align_corners=False)
-    spatial = spatial.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], width)
-    return torch.cat([cls_pos, spatial], dim=0)
+    """Bilinearly resize a square (1 + g*g) x W positional embedding to (1 + h*w) x W.
+
+    timm's ``resample_abs_pos_embed`` (bilinear, no antialias, as the authors' code), on the
+    unbatched layout CLIP keeps; it traces into ONNX too (tests/test_export.py), so no own copy.
+    """
+    if math.isqrt(int(pos_embed.shape[0]) - 1) ** 2 != pos_embed.shape[0] - 1:
+        raise ValueError(f"positional embedding of {pos_embed.shape[0] - 1} patches is not a square grid")
+    # int(): under the ONNX tracer shapes are tensors
+    size = [int(grid[0]), int(grid[1])]
+    out = resample_abs_pos_embed(pos_embed[None], size, interpolation="bilinear", antialias=False)  # 1 x (1+h*w) x W
+    return out[0]
 
 
 QUICK_GELU_SCALE = 1.702
@@ -204,6 +205,7 @@ _TRANSPOSE_MAX_OUT = 1024
 def _narrow_gemms_on_one_thread() -> bool:
     """True on AMX CPUs (see above). Without AMX (AVX-512 bf16 only) the direct product measured
     as fast, and adding its transposed result to the residual slower (a 3 % slower forward)."""
+    # private, no public CPU-feature query in torch; its one use, pinned by tests/test_private_apis.py
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return True if is_amx is None else bool(is_amx())
 
@@ -261,7 +263,7 @@ class FrozenCasts:
         dtype = matmul_dtype(x, t)
         if t.dtype != torch.float32 or dtype not in (torch.bfloat16, torch.float16):
             return t
-        key = (weakref.ref(t), t.data_ptr(), t._version, t.device, dtype)  # the same tensor, unchanged
+        key = (weakref.ref(t), *unchanged_key(t), dtype)  # the same tensor, unchanged
         cached = self._cache.get(id(t))
         if cached is None or cached[0][0]() is not t or cached[0][1:] != key[1:] or not reusable(cached[1]):
             with torch.no_grad():
@@ -303,7 +305,7 @@ class FoldedQuickGELU:
     def __call__(self, mlp: nn.Module, x: torch.Tensor, casts: FrozenCasts | None = None) -> torch.Tensor:
         fc, proj = mlp.c_fc, mlp.c_proj
         dtype = matmul_dtype(x, fc.weight)
-        key = (*((t.data_ptr(), t._version, t.dtype, t.device) for t in (fc.weight, fc.bias, proj.weight)), dtype)
+        key = (*(unchanged_key(t) for t in (fc.weight, fc.bias, proj.weight)), dtype)
         cached = self._cache.get(id(mlp))
         if cached is None or cached[0] != key or not reusable(cached[1][0]):
             self._cache.pop(id(mlp), None)  # the old copies go before the new ones are made
@@ -339,7 +341,7 @@ def run_block(
     attn = getattr(block, "attn", None)
     if (
         not isinstance(attn, nn.MultiheadAttention)
-        or not attn._qkv_same_embed_dim
+        or attn.in_proj_weight is None  # separate q/k/v projections (kdim/vdim given)
         or attn.in_proj_bias is None
         or attn.dropout
     ):
@@ -445,7 +447,7 @@ class PromptedVisionEncoder(nn.Module):
         self._cpu_attention_backward = value
 
     def _weights_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        return tuple(unchanged_key(p) for p in self.parameters())
 
     def compile_for_inference(self, autotune: bool = True, freeze: bool = True) -> None:
         """Compile the forward with ``torch.compile`` for calls without gradients.
@@ -453,7 +455,7 @@ class PromptedVisionEncoder(nn.Module):
         Inductor freezes the weights into the graph (folding and prepacking them) and,
         with ``autotune``, picks the fastest of its GEMM kernels; the bf16 forward gets
         about 15-20% faster on AMX CPUs, about 10% with AVX-512 bf16 only. Compiling takes
-        about 30 s on 2 CPU cores with autotuning (then cached on disk), at most twice for
+        25-80 s on 2 CPU cores with autotuning (docs/performance.md; then cached on disk), at most twice for
         batches and twice for image sizes (`_mark_dynamic`).
         Calls with gradients (training) keep running eagerly. Nothing is compiled until the
         first call, and the weights frozen in are the ones of that call: a device or dtype
@@ -463,9 +465,9 @@ class PromptedVisionEncoder(nn.Module):
         prepacking, so slower than frozen, and never autotuned), which then follows every
         change of them: for validation during training, whose prompts and decoder change at
         every step. Each call of this method drops every graph ``torch.compile`` holds in the
-        process (``torch._dynamo.reset``), so that no graph frozen with older weights is reused.
+        process (``torch.compiler.reset``), so that no graph frozen with older weights is reused.
         """
-        torch._dynamo.reset()
+        torch.compiler.reset()
         self._compiled = torch.compile(self._forward, dynamic=None)
         self._freeze = freeze
         self._compiled_weights = None
@@ -523,6 +525,8 @@ class PromptedVisionEncoder(nn.Module):
                     "the image encoder's weights changed after its first compiled call, which froze "
                     "the old ones into the compiled graph; call compile_for_inference() again"
                 )
+        # private: freezing and autotuning exist only in Inductor's config; its one use, pinned by
+        # tests/test_private_apis.py
         from torch._inductor import config as inductor_config
 
         # freezing and autotuning are read from the global config (torch.compile's options= does not apply them)
@@ -557,6 +561,7 @@ class PromptedVisionEncoder(nn.Module):
             self._first_size = size
         self._sizes_vary = self._sizes_vary or size != self._first_size
         for dim in (0, 2, 3) if self._sizes_vary else (0,):
+            # torch.compiler has no public mark_dynamic; its one use, pinned by tests/test_private_apis.py
             torch._dynamo.maybe_mark_dynamic(images, dim)
 
     def _forward(

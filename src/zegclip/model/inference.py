@@ -20,17 +20,6 @@ SCORE_BUDGET = 1 << 24
 """Score values `predict_labels` holds at once by default (64 MB in fp32)."""
 
 
-def short_side_size(height: int, width: int, short_side: int = 512) -> tuple[int, int]:
-    """Test-time size (H', W'): short side exactly ``short_side``, aspect kept, long side not
-    capped; each side int(side * short_side / short + 0.5) (docs/method.md §6).
-
-    The one test-size rule, (height, width) in and out: evaluation's ``ShortSideResize`` and
-    `zegclip.segment` both size through ``zegclip.segmentation.inference_size``, which calls it.
-    """
-    scale = short_side / min(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
     """Start offsets along one axis; the last window touches the border (docs/method.md §10)."""
     count = max(length - crop + stride - 1, 0) // stride + 1

@@ -15,14 +15,23 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
+from zegclip.atomic import atomic_write
 from zegclip.errors import ZegCLIPError
 
-if TYPE_CHECKING:
-    from zegclip.model.zegclip import ZegCLIP
+
+class ZegCLIP(Protocol):
+    """What this module needs of a `zegclip.model.zegclip.ZegCLIP` (named here, not imported:
+    that module imports this one)."""
+
+    metadata: dict[str, Any]
+    config: dict[str, Any]
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -185,7 +194,7 @@ def write_pretrained(
     creates (safetensors alone would write ``model.safetensors`` readable by its owner only).
     Files are written to temporary names and renamed, so a folder is never half-written.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -195,18 +204,13 @@ def write_pretrained(
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model_config, "info": info}
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     files = {
-        CONFIG_NAME: lambda path: path.write_text(json.dumps(config, indent=2) + "\n"),
-        CARD_NAME: lambda path: path.write_text(model_card(config["config"], info, repo_id)),
-        WEIGHTS_NAME: lambda path: save_file(state, str(path), metadata={"format": FORMAT}),
+        CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(),
+        CARD_NAME: model_card(config["config"], info, repo_id).encode(),
+        WEIGHTS_NAME: save(state, metadata={"format": FORMAT}),
     }
-    mode = None
-    for name, write in files.items():
-        tmp = folder / f".{name}.tmp"
-        write(tmp)
-        if mode is None:  # the mode of a file written the usual way (the umask applied)
-            mode = tmp.stat().st_mode & 0o777
-        os.chmod(tmp, mode)
-        os.replace(tmp, folder / name)
+    for name, data in files.items():  # opened as any file the user writes: the umask's permissions
+        with atomic_write(folder / name, durable=False) as f:
+            f.write(data)
     return folder
 
 

@@ -291,6 +291,7 @@ def request_lightning_stop(trainer: L.Trainer) -> None:
     """Make Lightning raise its ``SIGTERMException`` after the current batch, as on its own SIGTERM.
 
     Lightning has no public call for this: its signal connector's flag is the one place it
-    reads (pinned by tests/training/test_train.py's pre-emption tests).
+    reads (its one use here; pinned by tests/test_private_apis.py and the pre-emption tests of
+    tests/training/test_train.py).
     """
     trainer._signal_connector.received_sigterm = True

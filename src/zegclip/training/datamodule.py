@@ -13,12 +13,13 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
-from zegclip.data.classes import DATASETS, FOLDER, DatasetInfo, get_dataset_info
+from zegclip.data.classes import DATASETS, FOLDER, DatasetInfo
 from zegclip.data.datasets import (
     SETTINGS,
     DatasetError,
     SegDataset,
     build_dataset,
+    get_dataset_info,
     setting_label_lut,
     train_class_ids,
 )
@@ -223,6 +224,8 @@ class SegDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return 0, 1
+        # private: the Trainer keeps its use_distributed_sampler argument only here (one use,
+        # pinned by tests/test_private_apis.py)
         if trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
             raise ValueError("SegDataModule shards its data itself: set trainer.use_distributed_sampler=false")
         return trainer.global_rank, trainer.world_size

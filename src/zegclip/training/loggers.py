@@ -47,5 +47,7 @@ def finish_loggers(trainer: Any) -> None:
     """Close the W&B run a trainer logged to, so its last rows are written and the next run
     in this process (a Hydra multirun job, a test) starts a run of its own."""
     for logger in getattr(trainer, "loggers", []):
+        # private: `logger.experiment` would start a run; whether one was started is only in
+        # `_experiment` (one use, pinned by tests/test_private_apis.py)
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger.experiment.finish()

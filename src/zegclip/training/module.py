@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from zegclip.data.classes import get_dataset_info
-from zegclip.data.datasets import SETTINGS, train_class_ids
+from zegclip.data.datasets import SETTINGS, get_dataset_info, train_class_ids
 from zegclip.data.folder import class_synonyms
 from zegclip.metrics import SegMetrics
 from zegclip.model import CheckpointError, ZegCLIP, ZegCLIPCriterion, build_zegclip, pseudo_labels

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from zegclip.atomic import atomic_write
 from zegclip.data import layouts
 from zegclip.data.classes import DATASETS
 from zegclip.data.prepare import files
@@ -162,13 +163,8 @@ def ade_resized(width: int, height: int, max_short: int = ADE_MAX_SHORT_SIDE) ->
 
 def _save_jpeg(image: np.ndarray, path: str) -> None:
     """Write an image as JPEG with Pillow's defaults (quality 75, as the source), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(image).save(tmp, format="JPEG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, durable=False) as f:
+        Image.fromarray(image).save(f, format="JPEG")
 
 
 def _convert_ade847_image(src: str, out_path: str) -> None:

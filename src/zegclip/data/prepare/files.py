@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from zegclip.atomic import atomic_path, atomic_write
 from zegclip.data import layouts
 from zegclip.data.classes import DATASETS
 from zegclip.data.layouts import read_ids as read_split
@@ -92,11 +93,8 @@ class PrepareError(ZegCLIPError):
 
 def write_split(path: str | Path, ids: Iterable[str]) -> None:
     """Write a sorted image-id list, one id per line, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{i}\n" for i in sorted(ids)))
-    os.replace(tmp, path)
+    with atomic_write(path, durable=False) as f:
+        f.write("".join(f"{i}\n" for i in sorted(ids)).encode())
 
 
 def write_label_png(label: np.ndarray, path: str | Path, bits: int = 8) -> None:
@@ -119,12 +117,8 @@ def write_label_png(label: np.ndarray, path: str | Path, bits: int = 8) -> None:
         if label.size and (label.min() < 0 or label.max() > top):
             raise ValueError(f"label values outside 0..{top} for {path}")
         label = label.astype(dtype)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(np.ascontiguousarray(label)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, durable=False) as f:
+        Image.fromarray(np.ascontiguousarray(label)).save(f, format="PNG")
 
 
 def _remove_stale_tmp(folder: Path) -> None:
@@ -161,16 +155,12 @@ def link_or_copy(src: Path, dst: Path) -> None:
     """
     if is_current(src, dst):
         return
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(dst) as tmp:
         tmp.unlink(missing_ok=True)
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def link_files(src_dir: Path, dst_dir: Path, suffix: str, desc: str) -> int:

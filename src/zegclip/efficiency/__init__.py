@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -141,9 +140,3 @@ def efficiency_report(
         "batch_size": batch_size,
         "repeats": repeats,
     }
-
-
-if __name__ == "__main__":  # python -m zegclip.efficiency; the options are in zegclip.cli.efficiency
-    from zegclip.cli.efficiency import main  # noqa: TID251 (only when run as a script)
-
-    sys.exit(main())

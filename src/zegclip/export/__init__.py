@@ -13,13 +13,13 @@ Example::
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from zegclip.atomic import atomic_path
 from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIP
 
@@ -100,9 +100,8 @@ def export_onnx(
     dim = model.relationship.proj.out_features
     images = torch.zeros(2, 3, height, width, device=device)
     class_embeds = nn.functional.normalize(torch.randn(num_classes, dim, device=device), dim=-1)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings():
+        with atomic_path(path) as tmp, warnings.catch_warnings():
             # tracing notes about Python ints taken from shapes (the image size is fixed by design)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             # the legacy exporter is deliberate (the dynamo one needs onnxscript, not a dependency);
@@ -123,14 +122,6 @@ def export_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
-        os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
-
-
-if __name__ == "__main__":  # python -m zegclip.export; the options are in zegclip.cli.export
-    from zegclip.cli.export import main  # noqa: TID251 (only when run as a script)
-
-    sys.exit(main())

@@ -20,46 +20,39 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from zegclip.data.checks import (  # noqa: F401 (re-exported, as before)
+    DEFAULT_SAMPLE,
+    ORIENTATION_TAG,
+    VerifyReport,
+    check_presence,
+    examples,
+    exif_orientation,
+    image_size,
+    orientation_warning,
+    size_mismatch,
+)
 from zegclip.data.classes import DATASETS
+from zegclip.data.folder import verify_folder
 from zegclip.data.prepare import PrepareError, dataset_items, valid_label_values
 from zegclip.errors import ZegCLIPError
 
 logger = logging.getLogger("zegclip.data.verify")  # fixed: __name__ is "__main__" under python -m
 
-DEFAULT_SAMPLE = 200
 MIN_CLASSES = {"voc": 5, "context": 10, "coco_stuff": 20, "pc459": 20, "ade150": 20, "ade847": 20}
 """Fewest distinct classes (background and the ignore value not counted) a full-size sample must show."""
 MIN_LABELS_FOR_HISTOGRAM = 50
 """Below this many sampled labels the histogram checks only warn."""
-_EXAMPLES = 3
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I")
 """Modes of 16-bit grayscale PNGs (``I``: as some Pillow versions open them), for labels above 255 classes."""
 
 
 class VerifyError(ZegCLIPError, ValueError):
     """A wrong argument to the checks (not a problem found in the data: those are reported)."""
-
-
-@dataclass
-class VerifyReport:
-    """What :func:`verify_dataset` found."""
-
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    split_sizes: dict[str, int] = field(default_factory=dict)
-    sampled: int = 0
-    histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
-
-
-def examples(paths: Sequence[object]) -> str:
-    """The first few of ``paths``, for a problem line."""
-    return ", ".join(str(p) for p in paths[:_EXAMPLES]) + (", ..." if len(paths) > _EXAMPLES else "")
 
 
 def colour_label_message(name: str, paths: Sequence[Path], mode: str) -> str:
@@ -72,71 +65,6 @@ def colour_label_message(name: str, paths: Sequence[Path], mode: str) -> str:
         f"`python -m zegclip.data.prepare {name} --raw DIR --out DIR`; never re-save labels "
         "as RGB."
     )
-
-
-ORIENTATION_TAG = 0x0112
-"""The EXIF tag that tells viewers to rotate or mirror a photo (1: as stored; 2..8: turned)."""
-_TURNS = {
-    2: "mirrored",
-    3: "rotated 180 degrees",
-    4: "flipped upside down",
-    5: "mirrored and rotated 90 degrees",
-    6: "rotated 90 degrees clockwise",
-    7: "mirrored and rotated 90 degrees",
-    8: "rotated 90 degrees counter-clockwise",
-}
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation of an opened image: 1 (as stored) when absent or not a valid value."""
-    try:
-        value = image.getexif().get(ORIENTATION_TAG, 1)
-    except Exception:  # a malformed EXIF block: viewers ignore it too
-        return 1
-    return value if isinstance(value, int) and value in _TURNS else 1
-
-
-def image_size(path: Path, tagged: list[str]) -> tuple[int, int, int]:
-    """``(width, height, orientation)`` of an image as stored (header only); a turning tag goes to ``tagged``."""
-    with Image.open(path) as im:
-        orientation = exif_orientation(im)
-        width, height = im.size
-    if orientation != 1:
-        tagged.append(f"{path} (orientation {orientation}: shown {_TURNS[orientation]})")
-    return width, height, orientation
-
-
-def size_mismatch(label_path: Path, shape: tuple[int, ...], width: int, height: int, orientation: int) -> str:
-    """The problem line of a label whose size is not its image's, with a hint when the EXIF tag explains it."""
-    text = f"{label_path} {shape[1]}x{shape[0]} vs image {width}x{height}"
-    if orientation in (5, 6, 7, 8) and tuple(shape[:2]) == (width, height):
-        text += f" (the label fits the image as a viewer shows it, EXIF orientation {orientation})"
-    return text
-
-
-def orientation_warning(tagged: Sequence[str]) -> str:
-    """The warning about images whose EXIF tag makes viewers show them turned."""
-    return (
-        f"{len(tagged)} image(s) carry an EXIF orientation tag, so photo viewers show them turned, e.g. "
-        f"{examples(tagged)}; training and evaluation read labelled images as stored, the tag ignored "
-        "(VOC, COCO and ADE20K labels are drawn on the stored pixels): their labels must match the stored "
-        "pixels, not the turned picture"
-    )
-
-
-def check_presence(items: dict[str, list[tuple[str, Path, Path]]], report: VerifyReport) -> None:
-    """Every split non-empty and every listed id with an image and a label; sizes recorded."""
-    for split, rows in items.items():
-        report.split_sizes[split] = len(rows)
-        if not rows:
-            report.problems.append(f"{split}: the split is empty")
-            continue
-        for kind, col in (("image", 1), ("label", 2)):
-            lacking = [row[col] for row in rows if not row[col].is_file()]
-            if lacking:
-                report.problems.append(
-                    f"{split}: {len(lacking)} of {len(rows)} ids have no {kind}, e.g. {examples(lacking)}"
-                )
 
 
 def _decode(path: Path, unreadable: list[str]) -> tuple[str, np.ndarray | None] | None:
@@ -153,6 +81,20 @@ def _decode(path: Path, unreadable: list[str]) -> tuple[str, np.ndarray | None] 
         reason = " ".join(str(e).split()) or type(e).__name__
         unreadable.append(f"{path} ({reason})")
         return None
+
+
+def _label_counts(
+    label: np.ndarray, label_path: Path, valid: np.ndarray, bad_values: dict[int, list[Path]]
+) -> np.ndarray:
+    """A label's histogram over the valid range; each value outside it names the file in ``bad_values``."""
+    values = label.ravel().astype(np.int64)
+    beyond = (values < 0) | (values >= len(valid))  # mode I only: 32-bit values
+    for v in np.unique(values[beyond]):
+        bad_values.setdefault(int(v), []).append(label_path)
+    counts = np.bincount(values[~beyond], minlength=len(valid))
+    for v in np.flatnonzero((counts > 0) & ~valid):
+        bad_values.setdefault(int(v), []).append(label_path)
+    return counts
 
 
 def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyReport) -> None:
@@ -182,14 +124,7 @@ def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyRepor
         width, height, orientation = image_size(image_path, tagged)
         if label.shape != (height, width):
             bad_size.append(size_mismatch(label_path, label.shape, width, height, orientation))
-        values = label.ravel().astype(np.int64)
-        beyond = (values < 0) | (values >= len(valid))  # mode I only: 32-bit values
-        for v in np.unique(values[beyond]):
-            bad_values.setdefault(int(v), []).append(label_path)
-        counts = np.bincount(values[~beyond], minlength=len(valid))
-        for v in np.flatnonzero((counts > 0) & ~valid):
-            bad_values.setdefault(int(v), []).append(label_path)
-        report.histogram += counts
+        report.histogram += _label_counts(label, label_path, valid, bad_values)
     if unreadable:
         report.problems.append(
             f"{len(unreadable)} sampled file(s) cannot be decoded (truncated, corrupt or not an image; "
@@ -249,8 +184,6 @@ def verify_report(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) -> 
     if sample < 1:
         raise VerifyError(f"sample must be at least 1 (labels to read), got {sample}")
     if name == "folder":  # your own images (labels ignoring 255; else call verify_folder)
-        from zegclip.data.folder import verify_folder  # builds on this module
-
         return verify_folder(root, sample)
     report = VerifyReport()
     try:
@@ -285,11 +218,3 @@ def verify_dataset(name: str, root: str | Path, sample: int = DEFAULT_SAMPLE) ->
     for msg in report.warnings:
         logger.warning(msg)
     return report.problems
-
-
-if __name__ == "__main__":
-    import sys
-
-    from zegclip.cli.verify import main  # noqa: TID251 (only when run as a command)
-
-    sys.exit(main())

@@ -215,11 +215,3 @@ def write_synthetic(root: str | Path, layout: str = "voc", **kwargs) -> Path:
     if layout not in LAYOUT_WRITERS:
         raise SyntheticError(f"unknown layout {layout!r}; expected one of {sorted(LAYOUT_WRITERS)}")
     return LAYOUT_WRITERS[layout](root, **kwargs)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from zegclip.cli.synthetic import main  # noqa: TID251 (only when run as a command)
-
-    sys.exit(main())
