@@ -43,6 +43,7 @@ from torch import nn
 
 from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIP
+from zegclip.model.cached import unchanged_key
 from zegclip.model.inference import Predictor
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -447,7 +448,7 @@ def compile_model(
     _openvino()
     _check_model(model)
     precision = resolve_precision(precision)
-    weights = tuple((p.data_ptr(), p._version) for m in _image_side(model).values() for p in m.parameters())
+    weights = tuple(unchanged_key(p) for m in _image_side(model).values() for p in m.parameters())
     key = (precision, threads, str(cache_dir))
     compiled = _COMPILED.setdefault(model, {})
     if release_torch_weights and cache_dir is False:
