@@ -96,7 +96,7 @@ def test_tiny_fp32_agrees_with_pytorch(tiny: ZegCLIP, tiny_ov: zov.OpenVINOZegCL
     assert tiny_ov.precision == "fp32"
 
 
-@pytest.mark.slow  # about 20 s on 2 cores, most of it converting the graphs
+@pytest.mark.slow  # 14-30 s on 2 shared cores (load 2-5), most of it converting the graphs
 def test_vitb16_random_weights_agree_with_pytorch(cache: Path) -> None:
     """The real architecture (ViT-B/16, QuickGELU, 10 prompts), random weights: fp32 exactly, and
     bf16 where the CPU has it. Small images keep the forwards short."""
@@ -241,7 +241,7 @@ def _predict(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(["zegclip", "predict", *args], capture_output=True, text=True, env=env)
 
 
-@pytest.mark.slow  # two runs of the console script: about 30 s on 2 cores
+@pytest.mark.slow  # two runs of the console script: 21-30 s on 2 shared cores
 def test_predict_backend_openvino_converts_once_and_matches_torch(tmp_path: Path, capsys) -> None:
     """The console script: the first run converts into $XDG_CACHE_HOME, a second process reads it
     back; the labels are those of --backend torch (both fp32)."""
