@@ -64,7 +64,7 @@ def test_all_five_benchmarks_from_raw_archives_to_one_table(tmp_path: Path, tiny
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_stopped_suite_keeps_its_results_and_the_rerun_evaluates_the_rest(
-    tmp_path: Path, checkpoint: Path, monkeypatch, capsys, signum, code
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch, capsys, signum, code
 ):
     raw, data = tmp_path / "raw", tmp_path / "data"
     make_pc459_raw(raw / "context")
@@ -72,7 +72,7 @@ def test_stopped_suite_keeps_its_results_and_the_rerun_evaluates_the_rest(
     prepare_context(raw / "context", data / "context", workers=1)
     prepare_voc(raw / "voc", data / "voc", workers=1)
     out = tmp_path / "suite"
-    argv = ["suite", "--checkpoint", str(checkpoint), "--output", str(out), "--benchmarks", "PC-59,PAS-20"]
+    argv = ["suite", "--checkpoint", str(tiny_checkpoint), "--output", str(out), "--benchmarks", "PC-59,PAS-20"]
     argv += [f"paths.data_dir={data}", *SMALL]
     from zegclip.training.module import ZegCLIPModule
 
