@@ -260,7 +260,7 @@ def test_predict_backend_openvino_converts_once_and_matches_torch(tmp_path: Path
     assert predict_main([*common, "-o", str(tmp_path / "pt")]) == 0
     assert "backend:" not in capsys.readouterr().err
     for i in range(2):
-        ours, again, theirs = (np.array(Image.open(tmp_path / run / f"{i}.png")) for run in ("ov", "ov2", "pt"))
+        ours, again, theirs = (np.array(Image.open(tmp_path / run / f"{i}_label.png")) for run in ("ov", "ov2", "pt"))
         assert np.array_equal(ours, again)
         assert (ours == theirs).mean() > 0.999  # fp32 both: only exact near-ties may differ
 
@@ -278,7 +278,7 @@ def test_predict_options_that_do_not_fit_the_backend(tmp_path: Path, capsys, opt
     Image.fromarray(make_sample(np.random.default_rng(0), 64, 64)[0]).save(picture)
     assert predict_main([str(picture), "--tiny", "--classes", "a; b", *options, "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {message}")
-    assert not (tmp_path / "out" / "a.png").exists()
+    assert not (tmp_path / "out" / "a_label.png").exists()
 
 
 def test_demo_backend_openvino(tmp_path: Path) -> None:
