@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 import zegclip.cli.demo
 import zegclip.cli.predict
 import zegclip.cli.prepare
+import zegclip.cli.segment_files
 from zegclip.data.classes import DatasetChoiceError
 from zegclip.data.datasets import DatasetError
 from zegclip.data.folder import FolderError
@@ -179,7 +180,7 @@ def test_ctrl_c_in_predict_and_in_a_hydra_command_is_exit_130(tmp_path: Path, ca
     from zegclip.training.config import run_hydra
 
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
-    monkeypatch.setattr(zegclip.cli.predict, "segment_batch", lambda *args, **kwargs: _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(zegclip.cli.segment_files, "segment_batch", lambda *args, **kwargs: _raise(KeyboardInterrupt()))
     argv = [str(tmp_path / "a.png"), "--tiny", "--classes", "cat", "--short-side", "32", "-o", str(tmp_path / "o")]
     assert zegclip.cli.predict.main(argv) == 130
     assert capsys.readouterr().err.splitlines()[-1] == "interrupted: stopped by Ctrl-C"

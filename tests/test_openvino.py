@@ -284,7 +284,7 @@ def test_predict_options_that_do_not_fit_the_backend(tmp_path: Path, capsys, opt
 def test_demo_backend_openvino(tmp_path: Path) -> None:
     """The demo's requests (zegclip demo --backend openvino): precisions of this CPU, the best one
     first; the labels those of zegclip.segment with the same compiled model."""
-    from zegclip.cli.demo import Demo, DemoError
+    from zegclip.cli.demo_requests import Demo, DemoError
 
     torch.manual_seed(0)
     model = zegclip_tiny().eval()

@@ -73,6 +73,12 @@ def user_error(err: BaseException) -> ZegCLIPError | None:
     return None
 
 
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message``: an error on one line (a per-image ``error:`` line)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 def run_command(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """Run a command; a ZegCLIPError becomes one ``error:`` line and its exit code.
 

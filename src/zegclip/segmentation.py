@@ -197,14 +197,17 @@ def preprocess_images(
 # ---------------------------------------------------------------- segmentation
 
 
-def resolve_device(device: str | torch.device | None, model: ZegCLIP | OpenVINOZegCLIP) -> torch.device:
-    """The requested device (the model's own when None); errors when CUDA is not there."""
-    if device is None:
-        return model.pixel_mean.device
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; a `DeviceError` when it is CUDA and CUDA is not there."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError("device 'cuda' requested but CUDA is not available; use --device cpu")
     return device
+
+
+def resolve_device(device: str | torch.device | None, model: ZegCLIP | OpenVINOZegCLIP) -> torch.device:
+    """The requested device (the model's own when None); errors when CUDA is not there."""
+    return model.pixel_mean.device if device is None else check_device(device)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -97,3 +97,20 @@ def seen_mask(vocabulary: Vocabulary, seen: Sequence[str] | None) -> list[bool] 
         raise VocabularyError(f"seen classes not in the vocabulary: {', '.join(unknown)}")
     marked = {index[name.lower()] for name in wanted}
     return [c in marked for c in range(len(vocabulary))]
+
+
+def seen_names(spec: str | None, vocabulary: Vocabulary) -> list[str] | None:
+    """The seen classes of ``--seen``: names separated by ``;`` or ``,``, or a dataset name (its seen classes).
+
+    Raises:
+        VocabularyError: a name is not in ``vocabulary``.
+    """
+    if spec is None:
+        return None
+    if spec.strip() in DATASETS:
+        info = DATASETS[spec.strip()]
+        names = [info.class_names[i] for i in info.seen_ids]
+    else:
+        names = [n.strip() for n in spec.replace(";", ",").split(",") if n.strip()]
+    seen_mask(vocabulary, names)  # raises for names outside the vocabulary
+    return names

@@ -29,15 +29,8 @@ import torch
 from PIL import Image
 
 from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
-from zegclip.cli.demo import (
-    Demo,
-    DemoError,
-    available_precisions,
-    build_parser,
-    demo_vocabulary,
-    main,
-    read_upload,
-)
+from zegclip.cli.demo import build_parser, main
+from zegclip.cli.demo_requests import Demo, DemoError, available_precisions, demo_vocabulary, read_upload
 from zegclip.model.build import zegclip_tiny
 from zegclip.segmentation import ImageReadError, VocabularyError, segment
 from zegclip.visualize import label_image
@@ -197,7 +190,7 @@ def test_the_overlay_is_the_photo_for_any_vocabulary(model, images, tmp_path: Pa
 
 
 def test_requests_that_cannot_run(model, images, tmp_path: Path, monkeypatch) -> None:
-    import zegclip.cli.demo as demo_module
+    import zegclip.cli.demo_requests as requests_module
 
     demo = Demo(model, short_side=SHORT_SIDE, work_dir=tmp_path, max_images=2)
     good = images["good.png"]
@@ -217,7 +210,7 @@ def test_requests_that_cannot_run(model, images, tmp_path: Path, monkeypatch) ->
     assert available_precisions(torch.device("cpu")) == ["fp32", "bf16"]
     out = demo.run([good, images["other.jpg"]], CLASSES, mode="whole", precision="bf16")
     assert "Segmented 2 image(s)" in out.status and "bf16, whole" in out.status
-    monkeypatch.setattr(demo_module, "KEEP_REQUESTS", 2)
+    monkeypatch.setattr(requests_module, "KEEP_REQUESTS", 2)
     demo.run([good], CLASSES)
     assert len(list((tmp_path / "requests").iterdir())) == 2  # older request folders are removed
 

@@ -15,7 +15,9 @@ import torch
 from PIL import Image
 
 from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
-from zegclip.cli.predict import PREDICTIONS_FILE, collect_jobs, main
+from zegclip.cli.image_files import collect_jobs
+from zegclip.cli.predict import main
+from zegclip.cli.prediction_files import PREDICTIONS_FILE
 from zegclip.visualize import palette
 
 CLASSES = "cat; grass, lawn; sky; road"
@@ -226,10 +228,10 @@ def test_extreme_aspect_ratio_completes_with_a_note(tmp_path: Path, capsys) -> N
 
 def _flaky_segment_batch(monkeypatch, error: BaseException) -> list[int]:
     """segment_batch that raises ``error`` for any batch holding an image whose pixels are all 7."""
-    import zegclip.cli.predict as predict
+    import zegclip.cli.segment_files as loop
 
     calls = []
-    real = predict.segment_batch
+    real = loop.segment_batch
 
     def flaky(model, images, *args, **kwargs):
         calls.append(len(images))
@@ -237,7 +239,7 @@ def _flaky_segment_batch(monkeypatch, error: BaseException) -> list[int]:
             raise error
         return real(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(predict, "segment_batch", flaky)
+    monkeypatch.setattr(loop, "segment_batch", flaky)
     return calls
 
 
@@ -263,16 +265,16 @@ def test_an_image_failing_mid_run_does_not_stop_the_others(tmp_path: Path, capsy
 
 
 def test_a_write_error_does_not_stop_the_others(tmp_path: Path, capsys, monkeypatch) -> None:
-    import zegclip.cli.predict as predict
+    import zegclip.cli.prediction_files as outputs
 
-    real = predict.overlay_image
+    real = outputs.overlay_image
 
     def failing(image, result, **kwargs):
         if image.shape[:2] == (30, 20):
             raise ValueError("image too large for the JPEG encoder")
         return real(image, result, **kwargs)
 
-    monkeypatch.setattr(predict, "overlay_image", failing)
+    monkeypatch.setattr(outputs, "overlay_image", failing)
     _write_images(tmp_path / "in", {"a.png": (20, 30), "b.png": (30, 20), "c.png": (20, 30)})
     argv = [str(tmp_path / "in"), "--tiny", "--classes", "cat; dog", "--short-side", "32"]
     code, err = _run([*argv, "-o", str(tmp_path / "out")], capsys)

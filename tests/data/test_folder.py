@@ -469,8 +469,8 @@ def test_ids_leaving_the_folder_are_refused(synthetic_folder: Path, bad_id: str,
 
 
 def test_predict_reads_the_folder_classes(synthetic_folder: Path, tmp_path: Path) -> None:
-    from zegclip.cli.predict import PREDICTIONS_FILE
     from zegclip.cli.predict import main as predict_main
+    from zegclip.cli.prediction_files import PREDICTIONS_FILE
 
     classes = synthetic_folder / "classes.txt"
     images = synthetic_folder / "images"
