@@ -22,7 +22,7 @@ from zegclip.cli.demo import EXAMPLE_CLASSES, build_app, launch
 from zegclip.model import load_model
 from zegclip.model.build import zegclip_tiny
 
-ARGS = [
+CHROMIUM_ARGS = [  # headless, offline: no first-run, sync, update or background requests
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -56,7 +56,7 @@ def main() -> int:
     output = Path(args.output)
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
+            browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1200, "height": 860})
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator("#zc-files input[type=file]").set_input_files([str(p) for p in examples])

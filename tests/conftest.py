@@ -64,13 +64,9 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
 @pytest.fixture
 def compose_cfg(tmp_path: Path):
     """Compose ``conf/<name>.yaml`` as the entry points do, with outputs under ``tmp_path``."""
-    from hydra import compose, initialize_config_dir
-
-    from zegclip.training.config import CONFIG_DIR
+    from tests.helpers.training import compose_in
 
     def make(name: str = "train", overrides: list[str] = ()) -> DictConfig:
-        base = [f"paths.output_dir={tmp_path / 'out'}", f"paths.data_dir={tmp_path / 'data'}"]
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose(config_name=name, overrides=[*base, *overrides])
+        return compose_in(tmp_path, overrides, name)
 
     return make

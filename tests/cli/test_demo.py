@@ -28,6 +28,7 @@ import pytest
 import torch
 from PIL import Image
 
+from scripts.demo_screenshot import CHROMIUM_ARGS  # the browser as the screenshot script starts it
 from tests.helpers.exif import ORIENTATIONS, as_displayed, decoded_as_stored, stored_pattern, write_oriented_jpeg
 from zegclip.cli.demo import build_parser, main
 from zegclip.cli.demo_requests import Demo, DemoError, available_precisions, demo_vocabulary, read_upload
@@ -37,16 +38,6 @@ from zegclip.visualize import label_image
 
 CHROMIUM = shutil.which("chromium")
 """The browser on PATH, as `.ci/run` finds it (`command -v chromium`); None when absent."""
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CLASSES = "cat; grass, lawn; sky"
 SHORT_SIDE = 128
 

@@ -22,6 +22,7 @@ from tests.helpers.fake_raw_ade import (
     make_ade150_raw,
     make_ade_full_raw,
 )
+from tests.helpers.outputs import error_line, read_image
 from zegclip.cli.prepare import main
 from zegclip.cli.verify import main as verify_main
 from zegclip.data import layouts
@@ -67,20 +68,6 @@ ADE847_LABEL = np.array([[0, 1, 263, 768], [846, 65535, 65535, 65535], [0, 0, 1,
 # left half wall (-> 0), right half ad (-> 263), resized by nearest neighbour
 BIG_ID = "ADE_val_00000002"
 BIG_FULL = np.where(np.arange(600)[None, :] < 300, 2978, 6) * np.ones((520, 1), dtype=np.int64)
-
-
-def _error_line(err: str) -> str:
-    """The one ``error:`` line of a CLI run's stderr (which must be its last line)."""
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], err
-    assert "Traceback" not in err
-    return errors[0]
-
-
-def _read(path: Path) -> tuple[str, np.ndarray]:
-    with Image.open(path) as im:
-        return im.mode, np.asarray(im)
 
 
 def _prepare_847(raw: Path, out: Path, **kwargs) -> dict[str, np.ndarray]:
@@ -156,7 +143,7 @@ def test_ade150_from_archive(tmp_path: Path) -> None:
     for split, ids in (("training", ADE150_IDS["train_ids"]), ("validation", ADE150_IDS["val_ids"])):
         for i in ids:
             assert (out / A150 / "images" / split / f"{i}.jpg").is_file()
-            mode, arr = _read(out / A150 / "annotations" / split / f"{i}.png")
+            mode, arr = read_image(out / A150 / "annotations" / split / f"{i}.png")
             assert mode == "L"  # the raw annotation, linked as it is (mmsegmentation's layout)
             np.testing.assert_array_equal(arr, labels[i])
     assert sorted(p.name for p in raw.iterdir()) == [ADE150_ARCHIVE]  # nothing written outside --out
@@ -169,7 +156,7 @@ def test_ade150_from_extracted_folder(tmp_path: Path) -> None:
     assert prepare_ade150(raw, out) == {"training": 2, "validation": 1}
     assert not (out / EXTRACT_DIR).exists()
     assert (raw / A150 / "images/validation/ADE_val_00000001.jpg").is_file()  # not moved
-    np.testing.assert_array_equal(_read(out / A150 / "annotations/validation/ADE_val_00000001.png")[1], ADE150_RAW)
+    np.testing.assert_array_equal(read_image(out / A150 / "annotations/validation/ADE_val_00000001.png")[1], ADE150_RAW)
 
 
 def test_ade150_reader_reduces(prepared_ade150: Path) -> None:
@@ -210,7 +197,7 @@ def test_ade847_labels_and_images(tmp_path: Path) -> None:
     maps = _prepare_847(raw, out)
     labels, images = out / A847 / "annotations_detectron2/validation", out / A847 / "images_detectron2/validation"
     assert sorted(p.name for p in labels.iterdir()) == [f"{i}.png" for i in sorted(ADE_FULL_VAL)]
-    mode, arr = _read(labels / "ADE_val_00000001.png")
+    mode, arr = read_image(labels / "ADE_val_00000001.png")
     assert mode == "I;16" and arr.dtype == np.uint16  # 16-bit grayscale PNG
     np.testing.assert_array_equal(arr, ADE847_LABEL)
     with Image.open(images / "ADE_val_00000001.jpg") as im:
@@ -218,11 +205,13 @@ def test_ade847_labels_and_images(tmp_path: Path) -> None:
     # the large image and its label: shorter side 512, longer 591
     with Image.open(images / f"{BIG_ID}.jpg") as im:
         assert (im.format, im.size) == ("JPEG", (591, 512))
-    mode, big = _read(labels / f"{BIG_ID}.png")
+    mode, big = read_image(labels / f"{BIG_ID}.png")
     assert mode == "I;16" and big.shape == (512, 591)
     assert (big[:, :290] == 0).all() and (big[:, 300:] == 263).all()
     # the third, default map: blocks of the same indices, through the same table
-    np.testing.assert_array_equal(_read(labels / "ADE_val_00000003.png")[1], ade847_lut()[maps["ADE_val_00000003"]])
+    np.testing.assert_array_equal(
+        read_image(labels / "ADE_val_00000003.png")[1], ade847_lut()[maps["ADE_val_00000003"]]
+    )
     # only the validation part of the release was extracted, and never the training images
     extracted = out / EXTRACT_DIR / ADE_FULL_ARCHIVE
     assert (extracted / A847 / "images/ADE/validation/urban/street" / f"{BIG_ID}_seg.png").is_file()
@@ -238,7 +227,7 @@ def test_ade847_from_extracted_folder(tmp_path: Path) -> None:
     _prepare_847(raw, out, archive=False)
     assert not (out / EXTRACT_DIR).exists()
     label = out / A847 / "annotations_detectron2/validation/ADE_val_00000001.png"
-    np.testing.assert_array_equal(_read(label)[1], ADE847_LABEL)
+    np.testing.assert_array_equal(read_image(label)[1], ADE847_LABEL)
 
 
 def test_ade847_from_the_sites_download_name(tmp_path: Path, caplog) -> None:
@@ -251,7 +240,7 @@ def test_ade847_from_the_sites_download_name(tmp_path: Path, caplog) -> None:
         _prepare_847(raw, out, archive="jdoe_5c1a0e7f.zip")
     assert f"{raw / 'jdoe_5c1a0e7f.zip'}: the ADE20K full release" in caplog.text
     label = out / A847 / "annotations_detectron2/validation/ADE_val_00000001.png"
-    np.testing.assert_array_equal(_read(label)[1], ADE847_LABEL)
+    np.testing.assert_array_equal(read_image(label)[1], ADE847_LABEL)
     assert (out / EXTRACT_DIR / "jdoe_5c1a0e7f.zip" / A847 / "images/ADE/validation").is_dir()
 
 
@@ -313,7 +302,7 @@ def test_ade847_replaced_archive_is_extracted_and_converted_again(tmp_path: Path
         os.utime(archive, ns=(new.st_atime_ns, old.st_mtime_ns + 10**9))
     prepare_ade847(raw, out, workers=2)  # through multiprocessing.Pool
     label = out / A847 / "annotations_detectron2/validation/ADE_val_00000001.png"
-    np.testing.assert_array_equal(_read(label)[1], np.full((3, 4), 846))
+    np.testing.assert_array_equal(read_image(label)[1], np.full((3, 4), 846))
 
 
 def test_ade847_image_without_seg_is_an_error(tmp_path: Path) -> None:
@@ -328,11 +317,11 @@ def test_ade847_image_without_seg_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "archive"), [("ade150", ADE150_ARCHIVE), ("ade847", ADE_FULL_ARCHIVE)])
-def test_missing_archive_is_one_error_line(name: str, archive: str, tmp_path: Path, capsys) -> None:
+def test_missing_archive_is_oneerror_line(name: str, archive: str, tmp_path: Path, capsys) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
     assert main([name, "--raw", str(raw), "--out", str(tmp_path / "ade")]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     assert archive in err and str(raw / archive) in err and "not found" in err
     if name == "ade847":  # the site's own download name is accepted, and the line says so
         assert "under any name: a zip holding ADE20K_2021_17_01/images/ADE/validation/ is recognised" in err
@@ -345,7 +334,7 @@ def test_cut_archive_is_an_error(name: str, tmp_path: Path, capsys) -> None:
     make_ade150_raw(raw, **ADE150_IDS) if name == "ade150" else make_ade_full_raw(raw)
     cut_zip(archive, 0.6)  # the download stopped there: no central directory
     assert main([name, "--raw", str(raw), "--out", str(tmp_path / "ade"), "--workers", "1"]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     assert f"{archive} is neither a tar nor a zip archive (incomplete or wrong download?)" in err
 
 
@@ -354,7 +343,7 @@ def test_wrong_archive_names_what_it_lacks(tmp_path: Path, capsys) -> None:
     make_ade150_raw(raw, **ADE150_IDS)
     (raw / ADE150_ARCHIVE).rename(raw / ADE_FULL_ARCHIVE)  # the SceneParsing zip under the full release's name
     assert main(["ade847", "--raw", str(raw), "--out", str(tmp_path / "ade")]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     assert f"{raw / ADE_FULL_ARCHIVE} is not the expected ADE20K full release" in err
     assert "ADE20K_2021_17_01/images/ADE/validation/" in err
 

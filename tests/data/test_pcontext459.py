@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.helpers.fake_raw import CONTEXT_IDS, Sink, mat_bytes
 from tests.helpers.fake_raw_pc459 import (
@@ -20,6 +19,7 @@ from tests.helpers.fake_raw_pc459 import (
     PC459_VAL_ID,
     make_pc459_raw,
 )
+from tests.helpers.outputs import error_line, read_image
 from zegclip.cli.prepare import main as prepare_main
 from zegclip.cli.verify import main as verify_main
 from zegclip.data import layouts
@@ -43,20 +43,6 @@ from zegclip.data.vocabularies.pascal_context import PASCAL_CONTEXT_459_CLASSES
 CTX = Path("VOCdevkit/VOC2010")
 LABELS = CTX / "SegmentationClassContext459"
 VAL_LIST = CTX / "ImageSets/SegmentationContext/val.txt"
-
-
-def _read(path: Path) -> tuple[str, np.ndarray]:
-    with Image.open(path) as im:
-        return im.mode, np.asarray(im)
-
-
-def _error_line(err: str) -> str:
-    """The one ``error:`` line of a CLI run's stderr (which must be its last line)."""
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], err
-    assert "Traceback" not in err
-    return errors[0]
 
 
 @pytest.fixture
@@ -113,7 +99,7 @@ def test_prepare_writes_16bit_labels(tmp_path: Path, form: str, archive: bool) -
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_pc459_raw(raw, form=form, archive=archive)
     assert prepare_pc459(raw, out, workers=1) == {"val": 1}
-    mode, arr = _read(out / LABELS / f"{PC459_VAL_ID}.png")
+    mode, arr = read_image(out / LABELS / f"{PC459_VAL_ID}.png")
     assert mode == "I;16" and arr.dtype == np.uint16
     np.testing.assert_array_equal(arr, PC459_EXPECTED)
     assert read_split(out / VAL_LIST) == CONTEXT_IDS["val_ids"]
@@ -140,7 +126,7 @@ def test_val_list_from_json_phase_and_from_voc2010(tmp_path: Path, caplog, fake_
             assert prepare_pc459(raw, out, workers=2) == {"val": 1}
         assert says in caplog.text and "pc459: val ids from" in caplog.text
         assert read_split(out / VAL_LIST) == CONTEXT_IDS["val_ids"]
-        np.testing.assert_array_equal(_read(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)
+        np.testing.assert_array_equal(read_image(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)
 
 
 @pytest.mark.parametrize("form", ["json", "mat"])
@@ -149,7 +135,7 @@ def test_a_derived_val_list_of_another_count_is_refused(tmp_path: Path, capsys, 
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_pc459_raw(raw, form=form, lists=False)
     assert prepare_main(["pc459", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     assert err.startswith(f"error: pc459: no validation list of the 5,104 benchmark images in {raw} (")
     assert "ImageSets/Main/val.txt gives 1 annotated ids" in err and "pascalcontext_val.txt" in err
     if form == "json":
@@ -177,7 +163,7 @@ def test_the_json_phase_is_read_with_mat_files_too(tmp_path: Path, caplog, fake_
     with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
         assert prepare_pc459(raw, out, workers=1) == {"val": 1}  # the JSON's phase before a val-only list
     assert f"val ids from the 'phase' of each image in {raw / 'trainval_merged.json'}" in caplog.text
-    np.testing.assert_array_equal(_read(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)  # from the .mat
+    np.testing.assert_array_equal(read_image(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)  # from the .mat
 
 
 def test_a_val_only_list_is_taken(tmp_path: Path) -> None:
@@ -199,7 +185,7 @@ def test_the_open_vocabulary_repositories_layout(tmp_path: Path, form: str) -> N
         + (["trainval_merged.json"] if form != "mat" else [])
     )
     assert prepare_pc459(raw, out, workers=1) == {"val": 1}
-    np.testing.assert_array_equal(_read(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)
+    np.testing.assert_array_equal(read_image(out / LABELS / f"{PC459_VAL_ID}.png")[1], PC459_EXPECTED)
     if form != "mat":  # Context's train ids from the JSON's phase
         assert prepare_context(raw, out, workers=1) == {"train": 2, "val": 1}
         assert read_split(out / CTX / "ImageSets/SegmentationContext/train.txt") == CONTEXT_IDS["train_ids"]
@@ -215,7 +201,7 @@ def test_context_and_pc459_share_one_out(tmp_path: Path) -> None:
     assert prepare_pc459(raw, out, workers=1) == {"val": 1}
     assert prepare_context(raw, out, workers=1) == {"train": 2, "val": 1}  # and again after
     assert (context_label.read_bytes(), read_split(out / VAL_LIST)) == before
-    mode, arr = _read(context_label)
+    mode, arr = read_image(context_label)
     assert mode == "L"
     np.testing.assert_array_equal(arr, PC459_EXPECTED_CONTEXT)
     assert verify_dataset("context", out) == [] and verify_dataset("pc459", out) == []
@@ -236,7 +222,7 @@ def test_rerun_is_resumable(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="zegclip.data.prepare"):
         prepare_pc459(raw, out, workers=1)
     assert "Context-459 labels: 1 to write, 0 already done" in caplog.text
-    np.testing.assert_array_equal(_read(label)[1], PC459_EXPECTED)
+    np.testing.assert_array_equal(read_image(label)[1], PC459_EXPECTED)
 
 
 def test_cli_prepare_and_verify(tmp_path: Path, capsys) -> None:
@@ -254,12 +240,12 @@ def test_cli_prepare_and_verify(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("missing", ["trainval.tar.gz", "VOCtrainval_03-May-2010.tar"])
-def test_missing_archive_is_one_error_line(tmp_path: Path, capsys, missing: str) -> None:
+def test_missing_archive_is_oneerror_line(tmp_path: Path, capsys, missing: str) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_pc459_raw(raw)
     (raw / missing).unlink()
     assert prepare_main(["pc459", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     assert missing in err
     if missing == "trainval.tar.gz":
         assert "PASCAL-Context annotations not found" in err and "trainval_merged.json" in err
@@ -268,13 +254,13 @@ def test_missing_archive_is_one_error_line(tmp_path: Path, capsys, missing: str)
     assert not (out / VAL_LIST).exists()
 
 
-def test_wrong_archive_is_one_error_line(tmp_path: Path, capsys) -> None:
+def test_wrong_archive_is_oneerror_line(tmp_path: Path, capsys) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_pc459_raw(raw)
     with Sink(raw / "trainval.tar.gz", "tgz") as sink:  # another download under the expected name
         sink.add("benchmark_RELEASE/dataset/cls/2008_000007.mat", mat_bytes({"GTcls": np.zeros((2, 2))}))
     assert prepare_main(["pc459", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     assert "trainval.tar.gz is not the expected PASCAL-Context .mat annotations archive" in err
 
 
@@ -282,7 +268,7 @@ def test_not_a_full_context_map_is_an_error(tmp_path: Path, capsys) -> None:
     raw, out = tmp_path / "raw", tmp_path / "data"
     make_pc459_raw(raw, full=np.array([[1, 460], [0, 2]], dtype=np.uint16))
     assert prepare_main(["pc459", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     assert "1 of 1 labels failed to convert" in err and "[460] outside 0..459" in err
     assert not (out / VAL_LIST).exists()
 
@@ -303,7 +289,7 @@ def test_val_list_naming_an_unannotated_image_is_an_error(tmp_path: Path) -> Non
 
 def test_verify_flags_8bit_and_out_of_range_labels(prepared_pc459: Path, capsys) -> None:
     label = prepared_pc459 / LABELS / f"{PC459_VAL_ID}.png"
-    arr = _read(label)[1].copy()
+    arr = read_image(label)[1].copy()
     arr[0, 0] = 459  # one past the last class
     write_label_png(arr, label, bits=16)
     problems = verify_dataset("pc459", prepared_pc459)

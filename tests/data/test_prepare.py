@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.helpers.fake_raw import (
     COCO_IDS,
@@ -25,6 +24,7 @@ from tests.helpers.fake_raw import (
     make_context_raw,
     make_voc_raw,
 )
+from tests.helpers.outputs import error_line, read_image
 from zegclip.cli.prepare import main
 from zegclip.data.prepare import (
     EXTRACT_DIR,
@@ -49,20 +49,6 @@ def _not_jpeg(name: str) -> bool:
     return "/JPEGImages/" not in name
 
 
-def _error_line(err: str) -> str:
-    """The one ``error:`` line of a CLI run's stderr (which must be its last line)."""
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], err
-    assert "Traceback" not in err
-    return errors[0]
-
-
-def _read(path: Path) -> tuple[str, np.ndarray]:
-    with Image.open(path) as im:
-        return im.mode, np.asarray(im)
-
-
 # ------------------------------------------------------------------- VOC
 
 
@@ -78,12 +64,12 @@ def _check_voc(out: Path, labels: dict) -> None:
     for i in (a, b, c, d, e, f, g, h):
         assert (out / VOC / "JPEGImages" / f"{i}.jpg").is_file()
     for i, expected in labels["voc"].items():  # official palette PNGs, unchanged
-        mode, arr = _read(out / VOC / "SegmentationClass" / f"{i}.png")
+        mode, arr = read_image(out / VOC / "SegmentationClass" / f"{i}.png")
         assert mode == "P"
         np.testing.assert_array_equal(arr, expected)
     assert sorted(p.stem for p in (out / VOC / "SegmentationClassAug").iterdir()) == [b, d, f, g, h]
     for i, expected in labels["sbd"].items():
-        mode, arr = _read(out / VOC / "SegmentationClassAug" / f"{i}.png")
+        mode, arr = read_image(out / VOC / "SegmentationClassAug" / f"{i}.png")
         assert mode == "L"
         np.testing.assert_array_equal(arr, expected)
 
@@ -120,7 +106,7 @@ def test_rerun_skips_existing_and_distrusts_stale_tmp(raw_voc, prepared_voc: Pat
     prepare_voc(raw_voc[0], prepared_voc, workers=1)
     after = kept.stat()  # skipped: a rewrite goes through a new file (new inode, new mtime)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    np.testing.assert_array_equal(_read(lost)[1], raw_voc[1]["sbd"]["2008_000007"])
+    np.testing.assert_array_equal(read_image(lost)[1], raw_voc[1]["sbd"]["2008_000007"])
     assert not stale.exists()
 
 
@@ -138,7 +124,7 @@ def test_missing_archive_is_one_clear_error(tmp_path: Path, capsys) -> None:
 
 def test_workers_below_one_is_an_error(raw_voc, tmp_path: Path, capsys) -> None:
     assert main(["voc", "--raw", str(raw_voc[0]), "--out", str(tmp_path / "data"), "--workers", "0"]) == 2
-    assert "--workers" in _error_line(capsys.readouterr().err)
+    assert "--workers" in error_line(capsys.readouterr().err)
     assert not (tmp_path / "data").exists()
 
 
@@ -155,7 +141,7 @@ def test_voc_tar_cut_at_member_boundary_is_an_error(tmp_path: Path, capsys) -> N
 
     argv = ["voc", "--raw", str(raw), "--out", str(out), "--workers", "1"]
     assert main(argv) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     sets = out / VOC / "ImageSets" / "Segmentation"
     # names each split list, the count and a few ids; the images a, b, c came through
     assert f"{sets / 'val.txt'}: 2 of 2 ids, e.g. 2007_000004 (no image), 2007_000005 (no image)" in err
@@ -305,7 +291,7 @@ def test_coco_stuff_rank_mapping(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="zegclip.data.prepare"):
         counts = prepare_coco_stuff(raw, out, workers=1)
     assert counts == {"train2017": 2, "val2017": 1}
-    mode, arr = _read(out / "coco_stuff164k/annotations/train2017/000000000009_labelTrainIds.png")
+    mode, arr = read_image(out / "coco_stuff164k/annotations/train2017/000000000009_labelTrainIds.png")
     assert mode == "L"
     np.testing.assert_array_equal(arr, expected)
     assert "2 pixels in 1 labels" in caplog.text
@@ -320,7 +306,7 @@ def test_coco_stuff_from_extracted_folders(tmp_path: Path) -> None:
     maps = make_coco_raw(raw, **COCO_IDS, archive=False)
     prepare_coco_stuff(raw, out, workers=1)
     assert not (out / EXTRACT_DIR).exists()
-    _, arr = _read(out / "coco_stuff164k/annotations/val2017/000000000139_labelTrainIds.png")
+    _, arr = read_image(out / "coco_stuff164k/annotations/val2017/000000000139_labelTrainIds.png")
     np.testing.assert_array_equal(arr, coco_stuff_lut()[maps["000000000139"]])
 
 
@@ -358,7 +344,7 @@ def test_context_mapping(tmp_path: Path, form: str) -> None:
     make_context_raw(raw, **CONTEXT_IDS, form=form, full_maps={"2008_000002": CONTEXT_FULL})
     counts = prepare_context(raw, out, workers=1)
     assert counts == {"train": 2, "val": 1}
-    mode, arr = _read(out / CTX / "SegmentationClassContext/2008_000002.png")
+    mode, arr = read_image(out / CTX / "SegmentationClassContext/2008_000002.png")
     assert mode == "L"
     np.testing.assert_array_equal(arr, CONTEXT_EXPECTED)
     sets = out / CTX / "ImageSets/SegmentationContext"
@@ -403,7 +389,7 @@ def test_context_voc2010_tar_cut_short_is_an_error(tmp_path: Path, capsys) -> No
         n_other = sum(_not_jpeg(m.name) for m in tf)
     cut_tar(tar, n_other + 2, first=_not_jpeg)  # images 2008_000002, 2008_000003 only
     assert main(["context", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 2
-    err = _error_line(capsys.readouterr().err)
+    err = error_line(capsys.readouterr().err)
     sets = out / CTX / "ImageSets/SegmentationContext"
     assert f"{sets / 'val.txt'}: 1 of 1 ids, e.g. 2008_000007 (no image)" in err
     assert "1 split list(s)" in err and str(raw / "pascal_context/val.txt") in err

@@ -1,13 +1,25 @@
-"""Running the real training entry point with extra callbacks (pre-emption, ...)."""
+"""Composing the real configs and running the real training entry point (with extra callbacks: pre-emption, ...)."""
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
+from zegclip.training.config import CONFIG_DIR
 from zegclip.training.train import train
+
+
+def compose_in(root: Path, overrides: Sequence[str] = (), name: str = "train") -> DictConfig:
+    """Compose ``conf/<name>.yaml`` as the entry points do, outputs in ``root/out`` and data in ``root/data``."""
+    base = [f"paths.output_dir={root / 'out'}", f"paths.data_dir={root / 'data'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=[*base, *overrides])
 
 
 class SigtermAtBatch(L.Callback):

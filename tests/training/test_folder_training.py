@@ -47,9 +47,7 @@ def trained(tmp_path_factory):
 
     Returns (output dir, metrics, data dir).
     """
-    from hydra import compose, initialize_config_dir
-
-    from zegclip.training.config import CONFIG_DIR
+    from tests.helpers.training import compose_in
 
     root = tmp_path_factory.mktemp("folder_run")
     _write_demo_folder(root / "data")
@@ -59,14 +57,10 @@ def trained(tmp_path_factory):
         "eval_every=2",
         "trainer.log_every_n_steps=1",
         "logger=[csv,wandb]",
-        f"paths.output_dir={root / 'out'}",
-        f"paths.data_dir={root / 'data'}",
     ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
-        metrics = train(cfg)
+        metrics = train(compose_in(root, overrides))
     return root / "out", metrics, root / "data"
 
 

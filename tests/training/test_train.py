@@ -36,20 +36,10 @@ def _losses(output_dir: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny training run shared by the tests below: (output dir, metrics, data dir)."""
-    from hydra import compose, initialize_config_dir
-
-    from zegclip.training.config import CONFIG_DIR
+    from tests.helpers.training import compose_in
 
     root = tmp_path_factory.mktemp("run")
-    overrides = [
-        *STEPS,
-        f"paths.output_dir={root / 'out'}",
-        f"paths.data_dir={root / 'data'}",
-        "trainer.log_every_n_steps=1",
-    ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    metrics = train(cfg)
+    metrics = train(compose_in(root, [*STEPS, "trainer.log_every_n_steps=1"]))
     return root / "out", metrics, root / "data"
 
 

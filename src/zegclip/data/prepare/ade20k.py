@@ -109,19 +109,9 @@ def prepare_ade150(
         counts[split] = n_images
         if labels != n_images:
             logger.warning("ade150 %s: %d images, %d annotations", split, n_images, labels)
-    items = files.dataset_items("ade150", out)
-    missing = [
-        (layouts.image_dir("ade150", out, split), len(rows), files.describe_missing(rows))
-        for split, rows in items.items()
-    ]
-    missing = [m for m in missing if m[2]]
-    if missing:
-        raise files.missing_files_error(
-            "ade150",
-            missing,
-            f"the image folders; every image needs its annotation in {source}/annotations",
-            lists=False,
-        )
+    files.check_folder_items(
+        "ade150", out, f"the image folders; every image needs its annotation in {source}/annotations"
+    )
     logger.info("ade150: %s", counts)
     files.compare_counts("ade150", counts, strict)
     return counts

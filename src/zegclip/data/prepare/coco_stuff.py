@@ -118,16 +118,7 @@ def prepare_coco_stuff(
                 with_image,
             )
         counts[split] = with_image
-    items = files.dataset_items("coco_stuff", out)
-    missing = [
-        (layouts.image_dir("coco_stuff", out, split), len(rows), files.describe_missing(rows))
-        for split, rows in items.items()
-    ]
-    missing = [m for m in missing if m[2]]
-    if missing:
-        raise files.missing_files_error(
-            "coco_stuff", missing, f"the image folders; every image needs a stuff map in {maps}", lists=False
-        )
+    files.check_folder_items("coco_stuff", out, f"the image folders; every image needs a stuff map in {maps}")
     bad = [n for n in unexpected if n]
     if bad:
         logger.warning(

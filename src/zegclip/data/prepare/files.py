@@ -532,6 +532,22 @@ def missing_files_error(
     )
 
 
+def check_folder_items(name: str, out: Path, source: str) -> None:
+    """Check every image in the prepared image folders of ``name`` has its label (datasets without split lists).
+
+    Raises:
+        PrepareError: naming each image folder, the count and a few of the ids lacking a
+            label; ``source`` says where the labels come from.
+    """
+    bad = []
+    for split, rows in dataset_items(name, out).items():
+        lacking = describe_missing(rows)
+        if lacking:
+            bad.append((layouts.image_dir(name, out, split), len(rows), lacking))
+    if bad:
+        raise missing_files_error(name, bad, source, lists=False)
+
+
 def write_checked_lists(name: str, out: Path, lists: dict[str, list[str]], source: str) -> None:
     """Write the split lists of ``name`` under ``out``, after checking every id has its files.
 
