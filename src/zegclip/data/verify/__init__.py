@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -97,59 +98,80 @@ def _label_counts(
     return counts
 
 
+@dataclass
+class _LabelFindings:
+    """What the sampled label maps showed, gathered before it is reported."""
+
+    colour: dict[str, list[Path]] = field(default_factory=dict)
+    bad_mode: list[str] = field(default_factory=list)
+    bad_values: dict[int, list[Path]] = field(default_factory=dict)
+    bad_size: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    tagged: list[str] = field(default_factory=list)
+
+
+def _scan_pair(
+    image_path: Path, label_path: Path, modes: Sequence[str], valid: np.ndarray, found: _LabelFindings
+) -> np.ndarray | None:
+    """The label value counts of one (image, label) pair; None (and a finding) when it cannot be counted."""
+    decoded = _decode(label_path, found.unreadable)
+    image = _decode(image_path, found.unreadable)
+    if decoded is None:
+        return None
+    mode, label = decoded
+    if mode in ("RGB", "RGBA"):
+        found.colour.setdefault(mode, []).append(label_path)
+        return None
+    if label is None or mode not in modes:
+        found.bad_mode.append(f"{label_path} ({mode})")
+        return None
+    if image is None:
+        return None
+    width, height, orientation = image_size(image_path, found.tagged)
+    if label.shape != (height, width):
+        found.bad_size.append(size_mismatch(label_path, label.shape, width, height, orientation))
+    return _label_counts(label, label_path, valid, found.bad_values)
+
+
+def _report_labels(name: str, valid: np.ndarray, wide: bool, found: _LabelFindings, report: VerifyReport) -> None:
+    """One problem (or warning) line per kind of finding."""
+    if found.unreadable:
+        report.problems.append(
+            f"{len(found.unreadable)} sampled file(s) cannot be decoded (truncated, corrupt or not an image; "
+            "check the download, delete these files and re-run prepare): "
+            f"{examples(found.unreadable)}"
+        )
+    for mode, paths in found.colour.items():
+        report.problems.append(colour_label_message(name, paths, mode))
+    if found.bad_mode:
+        kind = "16-bit index maps (mode I;16)" if wide else "8-bit index maps (mode L or P)"
+        report.problems.append(f"{len(found.bad_mode)} sampled label(s) are not {kind}: {examples(found.bad_mode)}")
+    if found.bad_values:
+        ignore = DATASETS[name].ignore_index
+        allowed = "0..59" if name == "context" else f"0..{int(np.flatnonzero(valid[:ignore]).max())} or {ignore}"
+        paths = sorted({p for ps in found.bad_values.values() for p in ps})
+        report.problems.append(
+            f"{len(paths)} sampled label(s) hold values outside {allowed} "
+            f"(values {sorted(found.bad_values)[:10]}), e.g. {examples(paths)}"
+        )
+    if found.bad_size:
+        report.problems.append(
+            f"{len(found.bad_size)} sampled label(s) differ in size from their image: {examples(found.bad_size)}"
+        )
+    if found.tagged:
+        report.warnings.append(orientation_warning(found.tagged))
+
+
 def _check_labels(name: str, pairs: list[tuple[Path, Path]], report: VerifyReport) -> None:
     valid = valid_label_values(name)
     wide = DATASETS[name].ignore_index > 255  # 16-bit labels
     modes = _WIDE_MODES if wide else ("L", "P")
-    colour: dict[str, list[Path]] = {}
-    bad_mode: list[str] = []
-    bad_values: dict[int, list[Path]] = {}
-    bad_size: list[str] = []
-    unreadable: list[str] = []
-    tagged: list[str] = []
+    found = _LabelFindings()
     for image_path, label_path in pairs:
-        decoded = _decode(label_path, unreadable)
-        image = _decode(image_path, unreadable)
-        if decoded is None:
-            continue
-        mode, label = decoded
-        if mode in ("RGB", "RGBA"):
-            colour.setdefault(mode, []).append(label_path)
-            continue
-        if label is None or mode not in modes:
-            bad_mode.append(f"{label_path} ({mode})")
-            continue
-        if image is None:
-            continue
-        width, height, orientation = image_size(image_path, tagged)
-        if label.shape != (height, width):
-            bad_size.append(size_mismatch(label_path, label.shape, width, height, orientation))
-        report.histogram += _label_counts(label, label_path, valid, bad_values)
-    if unreadable:
-        report.problems.append(
-            f"{len(unreadable)} sampled file(s) cannot be decoded (truncated, corrupt or not an image; "
-            "check the download, delete these files and re-run prepare): "
-            f"{examples(unreadable)}"
-        )
-    for mode, paths in colour.items():
-        report.problems.append(colour_label_message(name, paths, mode))
-    if bad_mode:
-        kind = "16-bit index maps (mode I;16)" if wide else "8-bit index maps (mode L or P)"
-        report.problems.append(f"{len(bad_mode)} sampled label(s) are not {kind}: {examples(bad_mode)}")
-    if bad_values:
-        ignore = DATASETS[name].ignore_index
-        allowed = "0..59" if name == "context" else f"0..{int(np.flatnonzero(valid[:ignore]).max())} or {ignore}"
-        paths = sorted({p for ps in bad_values.values() for p in ps})
-        report.problems.append(
-            f"{len(paths)} sampled label(s) hold values outside {allowed} "
-            f"(values {sorted(bad_values)[:10]}), e.g. {examples(paths)}"
-        )
-    if bad_size:
-        report.problems.append(
-            f"{len(bad_size)} sampled label(s) differ in size from their image: {examples(bad_size)}"
-        )
-    if tagged:
-        report.warnings.append(orientation_warning(tagged))
+        counts = _scan_pair(image_path, label_path, modes, valid, found)
+        if counts is not None:
+            report.histogram += counts
+    _report_labels(name, valid, wide, found, report)
 
 
 def _check_histogram(name: str, report: VerifyReport) -> None:
