@@ -41,21 +41,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from zegclip import build_zegclip
-from zegclip.efficiency import _EXTRA_FORMULAS, _synchronize
+from zegclip.efficiency import EXTRA_FORMULAS, synchronize
 from zegclip.errors import ZegCLIPError
 from zegclip.model import ZegCLIPCriterion, clip_encoder
 
 LOGIT_SPREAD = 300.0
 BF16_FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 """CPU flags that decide bf16 speed: AVX-512, its bf16 dot products, and AMX tiles with bf16."""
-OPENVINO_CACHE: str | None = None
-"""The IR cache of the OpenVINO runs (``--openvino-cache``: one temporary folder for the whole benchmark)."""
 TIMED = {  # timed figure -> the FLOP count it runs (compiling and the attention backward change no FLOPs)
     "forward_s": "forward",
     "forward_compiled_s": "forward",
@@ -78,7 +77,7 @@ def count_flops(fn) -> int:
     ``zegclip.efficiency.count_flops`` plus a formula for the CPU attention backward, which
     torch's counter does not know either.
     """
-    mapping = dict(_EXTRA_FORMULAS)
+    mapping = dict(EXTRA_FORMULAS)
     name = "_scaled_dot_product_flash_attention_for_cpu_backward"
     if hasattr(torch.ops.aten, name):
         mapping[getattr(torch.ops.aten, name)] = _attention_backward_flops
@@ -124,18 +123,20 @@ def cpu_info() -> dict:
     }
 
 
+def timed_call(fn: Callable[[], object], device: str) -> float:
+    """Wall seconds of one call of ``fn``; on a GPU the queued work is waited for before and after."""
+    synchronize(torch.device(device))
+    start = time.perf_counter()
+    fn()
+    synchronize(torch.device(device))
+    return time.perf_counter() - start
+
+
 def best_time(fn, repeats: int, device: str) -> float:
     """Best wall time of ``fn`` after a warm-up; on a GPU the queued work is waited for (CUDA runs
     asynchronously: without waiting the clock would time the kernel launches only)."""
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _synchronize(torch.device(device))
-        start = time.perf_counter()
-        fn()
-        _synchronize(torch.device(device))
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timed_call(fn, device) for _ in range(repeats))
 
 
 def matmul_gflops(dtype: torch.dtype, device: str, repeats: int) -> float:
@@ -198,23 +199,23 @@ def _run_block(block: torch.nn.Module, x: torch.Tensor, *args) -> torch.Tensor:
 clip_encoder.run_block = _run_block  # the encoder's loop calls it for every block
 
 
-def workload(precision: str, device: str, num_classes: int, variant: str, cast: bool = True) -> dict:
-    """The model of one variant and its timed closures: forward, slide, train_step.
+def random_model(device: str = "cpu") -> torch.nn.Module:
+    """The ViT-B/16-size ZegCLIP with random weights (seed 0), in eval mode, its logits spread.
 
-    zegclip in bf16 stores the frozen weights in bf16 (``cast``, as ``zegclip predict
-    --precision bf16`` and ``zegclip eval`` do), or keeps them in fp32 and serves their bf16
-    copies from its cast cache (``cast=False``, as ``zegclip train`` does, whose checkpoints
-    keep the fp32 weights); in bf16 on CPU its training step uses the compiled attention
-    backward.
+    Random weights give near-identical scores for every class (top-two margins ~1e-4), which
+    would make the bf16 agreement check vacuous; a larger last-layer query map spreads the
+    logits like a trained model's, so many pixels have margins >= 0.01.
     """
     torch.manual_seed(0)
-    model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True).to(device)
-    # Random weights give near-identical scores for every class (top-two margins ~1e-4), which
-    # would make the bf16 agreement check vacuous; a larger last-layer query map spreads the
-    # logits like a trained model's, so many pixels have margins >= 0.01.
+    model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True).to(device).eval()
     with torch.no_grad():
         model.decoder.last.q.weight.mul_(LOGIT_SPREAD)
         model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
+    return model
+
+
+def set_variant(model: torch.nn.Module, precision: str, device: str, variant: str, cast: bool) -> None:
+    """Make ``model`` run as ``variant`` (see workload); OpenVINO converts the fp32 model as it is."""
     if variant == "plain":
         _PLAIN_BLOCKS.update(id(block) for block in model.image_encoder.visual.transformer.resblocks)
     elif variant == "openvino":  # the fp32 model converted; OpenVINO runs it in `precision`
@@ -224,16 +225,17 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
             model.image_encoder.cast_frozen_matmuls(torch.bfloat16)  # frozen weights cast once, not per call
         if precision == "bf16" and device == "cpu":
             model.image_encoder.cpu_attention_backward = "compiled"
-    embeds = torch.nn.functional.normalize(torch.randn(num_classes, 512, device=device), dim=-1)
-    autocast = (
-        torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    )
-    image = torch.randn(1, 3, 512, 512, device=device)
-    wide = torch.randn(1, 3, 512, 683, device=device)
-    criterion = ZegCLIPCriterion()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    batch = torch.randn(2, 3, 512, 512, device=device)
-    labels = torch.randint(0, num_classes, (2, 512, 512), device=device)
+
+
+def autocast_context(precision: str, device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device``, or no autocast for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def torch_closures(model, autocast, image: torch.Tensor, wide: torch.Tensor, embeds: torch.Tensor) -> tuple:
+    """PyTorch's forward (logits of ``image``, no grad) and sliding-window prediction of ``wide``."""
 
     def forward():
         with torch.no_grad(), autocast:
@@ -243,15 +245,55 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
         with autocast:
             return model.predict(wide, embeds, mode="slide")
 
+    return forward, slide
+
+
+def openvino_closures(compiled, image: torch.Tensor, wide: torch.Tensor, embeds: torch.Tensor) -> tuple:
+    """The same two closures through the compiled OpenVINO model (no autocast: it runs its own precision)."""
+
+    def forward():
+        return compiled.decode_logits(compiled.encode_images(image), embeds)
+
+    def slide():
+        return compiled.predict(wide, embeds, mode="slide")
+
+    return forward, slide
+
+
+def workload(
+    precision: str,
+    device: str,
+    num_classes: int,
+    variant: str,
+    cast: bool = True,
+    openvino_cache: str | None = None,
+) -> dict:
+    """The model of one variant and its timed closures: forward, slide, train_step.
+
+    zegclip in bf16 stores the frozen weights in bf16 (``cast``, as ``zegclip predict
+    --precision bf16`` and ``zegclip eval`` do), or keeps them in fp32 and serves their bf16
+    copies from its cast cache (``cast=False``, as ``zegclip train`` does, whose checkpoints
+    keep the fp32 weights); in bf16 on CPU its training step uses the compiled attention
+    backward. OpenVINO compiles into ``openvino_cache`` (``--openvino-cache``: one folder for
+    the whole benchmark).
+    """
+    model = random_model(device)
+    set_variant(model, precision, device, variant, cast)
+    embeds = torch.nn.functional.normalize(torch.randn(num_classes, 512, device=device), dim=-1)
+    autocast = autocast_context(precision, device)
+    image = torch.randn(1, 3, 512, 512, device=device)
+    wide = torch.randn(1, 3, 512, 683, device=device)
+    criterion = ZegCLIPCriterion()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    batch = torch.randn(2, 3, 512, 512, device=device)
+    labels = torch.randint(0, num_classes, (2, 512, 512), device=device)
     compiled = None
-    if variant == "openvino":  # the same closures through the OpenVINO model (no autocast: its own precision)
-        compiled = openvino().compile_model(model, precision, cache_dir=OPENVINO_CACHE, threads=torch.get_num_threads())
-
-        def forward():
-            return compiled.decode_logits(compiled.encode_images(image), embeds)
-
-        def slide():
-            return compiled.predict(wide, embeds, mode="slide")
+    if variant == "openvino":
+        threads = torch.get_num_threads()
+        compiled = openvino().compile_model(model, precision, cache_dir=openvino_cache, threads=threads)
+        forward, slide = openvino_closures(compiled, image, wide, embeds)
+    else:
+        forward, slide = torch_closures(model, autocast, image, wide, embeds)
 
     def train_step():
         model.train()
@@ -262,7 +304,6 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
         optimizer.step()
         model.eval()
 
-    model.eval()
     return {
         "model": model,
         "compiled": compiled,
@@ -280,7 +321,43 @@ def workload(precision: str, device: str, num_classes: int, variant: str, cast: 
     }
 
 
-def interleaved_speedups(precision: str, device: str, repeats: int, num_classes: int, variants: list[str]) -> dict:
+def interleaved_rounds(
+    timed: dict[str, dict], figure: str, rounds: int, device: str, matmul: Callable[[], object]
+) -> tuple[dict[str, float], float]:
+    """Best seconds of each variant's ``figure`` closure over rounds that run each in turn, then
+    ``matmul``; and the best seconds of ``matmul`` in the same rounds. One warm-up call each first
+    (for the attention backward: compiling)."""
+    for run in timed.values():
+        run[figure]()
+    matmul()
+    best, matmul_best = {}, float("inf")
+    for _ in range(rounds):
+        for variant, run in timed.items():
+            best[variant] = min(best.get(variant, float("inf")), timed_call(run[figure], device))
+        start = time.perf_counter()
+        matmul()
+        matmul_best = min(matmul_best, time.perf_counter() - start)
+    return best, matmul_best
+
+
+def speedups_of(figure: str, best: dict[str, float]) -> dict[str, float]:
+    """zegclip's speed-up over plain and OpenVINO's over zegclip, for the variants in ``best``."""
+    out = {}
+    if "plain" in best:
+        out[f"speedup_{figure}"] = best["plain"] / best["zegclip"]
+    if "openvino" in best:
+        out[f"speedup_{figure}_openvino_over_zegclip"] = best["zegclip"] / best["openvino"]
+    return out
+
+
+def interleaved_speedups(
+    precision: str,
+    device: str,
+    repeats: int,
+    num_classes: int,
+    variants: list[str],
+    openvino_cache: str | None = None,
+) -> dict:
     """zegclip against plain (and OpenVINO), all in this process, each timing round running each in turn.
 
     The machine's speed drifts from minute to minute (up to 10-30 %), so ratios of figures
@@ -289,7 +366,10 @@ def interleaved_speedups(precision: str, device: str, repeats: int, num_classes:
     Each round also times the 2048^3 matmul at the same precision, so that the shares of its
     rate come from the same minutes as the figures; OpenVINO runs no training step.
     """
-    runs = {variant: workload(precision, device, num_classes, variant) for variant in variants}
+    runs = {
+        variant: workload(precision, device, num_classes, variant, openvino_cache=openvino_cache)
+        for variant in variants
+    }
     ours = runs["zegclip"]
     predict_with_grad = inspect.unwrap(type(ours["model"]).predict)  # the FLOP counter needs grad
     with ours["autocast"]:
@@ -305,25 +385,10 @@ def interleaved_speedups(precision: str, device: str, repeats: int, num_classes:
         timed = {k: v for k, v in runs.items() if k != "openvino" or figure != "train_step"}
         if figure == "train_step":  # training keeps the fp32 weights, as zegclip train does
             timed["zegclip"] = workload(precision, device, num_classes, "zegclip", cast=False)
-        best = {}
-        for run in timed.values():
-            run[figure]()  # warm-up (and, for the attention backward, compiling)
-        a @ b
-        for _ in range(rounds):
-            for variant, run in timed.items():
-                _synchronize(torch.device(device))
-                start = time.perf_counter()
-                run[figure]()
-                _synchronize(torch.device(device))
-                best[variant] = min(best.get(variant, float("inf")), time.perf_counter() - start)
-            start = time.perf_counter()
-            a @ b
-            matmul = min(matmul, time.perf_counter() - start)
+        best, matmul_best = interleaved_rounds(timed, figure, rounds, device, lambda: a @ b)
+        matmul = min(matmul, matmul_best)
         result[f"{figure}_s"] = best
-        if "plain" in best:
-            result[f"speedup_{figure}"] = best["plain"] / best["zegclip"]
-        if "openvino" in best:
-            result[f"speedup_{figure}_openvino_over_zegclip"] = best["zegclip"] / best["openvino"]
+        result.update(speedups_of(figure, best))
     result["matmul_gflops_per_s"] = rate = 2 * 2048**3 / matmul / 1e9
     for figure, count in flops.items():  # the achieved rate as a share of the same rounds' matmul rate
         result[f"{figure}_fraction_of_matmul"] = {v: count / t / 1e9 / rate for v, t in result[f"{figure}_s"].items()}
@@ -394,7 +459,7 @@ def run(precision: str, device: str, repeats: int, num_classes: int, compile_enc
         with torch.no_grad():
             scores["compiled"] = slide().float().cpu()
             forward()
-        _synchronize(torch.device(device))
+        synchronize(torch.device(device))
         result["compile_s"] = time.perf_counter() - start
         result["forward_compiled_s"] = best_time(forward, repeats, device)
         result["slide_512x683_compiled_s"] = best_time(slide, repeats, device)
@@ -419,11 +484,7 @@ def run_openvino(precision: str, device: str, repeats: int, num_classes: int) ->
     IR written to an empty cache), inference after starting from the cached IR with the PyTorch
     copies released (as ``zegclip predict --backend openvino`` runs)."""
     zov = openvino()
-    torch.manual_seed(0)
-    model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True).to(device).eval()
-    with torch.no_grad():  # as workload(): logits spread like a trained model's
-        model.decoder.last.q.weight.mul_(LOGIT_SPREAD)
-        model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
+    model = random_model(device)
     embeds = torch.nn.functional.normalize(torch.randn(num_classes, 512, device=device), dim=-1)
     image = torch.randn(1, 3, 512, 512, device=device)
     wide = torch.randn(1, 3, 512, 683, device=device)
@@ -456,17 +517,11 @@ def run_openvino(precision: str, device: str, repeats: int, num_classes: int) ->
     if phases:
         result["peak_rss_cached_start_gib"] = peak_rss_gib()
     reset_peak_rss()
-
-    def forward():
-        return compiled.decode_logits(compiled.encode_images(image), embeds)
-
-    def slide():
-        return compiled.predict(wide, embeds, mode="slide")
-
+    forward, slide = openvino_closures(compiled, image, wide, embeds)
     scores = {"openvino": slide().float().cpu()}
     result["logit_std"] = forward().float().std().item()
-    result["forward_s"] = best_time(forward, repeats)
-    result["slide_512x683_s"] = best_time(slide, repeats)
+    result["forward_s"] = best_time(forward, repeats, device)
+    result["slide_512x683_s"] = best_time(slide, repeats, device)
     result["peak_rss_inference_gib" if phases else "peak_rss_gib"] = peak_rss_gib()
     matmul = matmul_gflops(torch.bfloat16 if precision == "bf16" else torch.float32, device, repeats)
     result["matmul_gflops_per_s"] = matmul
@@ -540,11 +595,7 @@ def command_figures() -> dict:
         out["note"] = "no bf16 instructions on this CPU: bf16 runs (PyTorch emulates them) are left out"
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "XDG_CACHE_HOME": os.path.join(tmp, "cache")}
-        torch.manual_seed(0)
-        model = build_zegclip("ViT-B-16", None, 10, quick_gelu=True)
-        with torch.no_grad():
-            model.decoder.last.q.weight.mul_(LOGIT_SPREAD)
-            model.decoder.last.q.bias.mul_(LOGIT_SPREAD)
+        model = random_model()
         checkpoint = os.path.join(tmp, "vitb16.pt")
         model.save(checkpoint)
         del model
@@ -594,8 +645,8 @@ def command_figures() -> dict:
 VARIANT_SETS = {"both": ["zegclip", "plain"], "all": ["zegclip", "plain", "openvino"]}
 
 
-def main() -> None:
-    global OPENVINO_CACHE
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (the hidden options are how the benchmark starts its own child processes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3)
@@ -618,81 +669,133 @@ def main() -> None:
     parser.add_argument("--scores-out", help=argparse.SUPPRESS)  # internal: one run per process
     parser.add_argument("--speedups", help=argparse.SUPPRESS)  # internal: interleaved, these variants
     parser.add_argument("--openvino-cache", help=argparse.SUPPRESS)  # internal: the IR cache
-    args = parser.parse_args()
-    OPENVINO_CACHE = args.openvino_cache
-    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
-    variants = VARIANT_SETS.get(args.variant, [args.variant])
-    if args.device != "cpu" and "openvino" in variants:  # a CPU backend
+    return parser.parse_args(argv)
+
+
+def selected_variants(variant: str, device: str) -> list[str]:
+    """The variants ``--variant`` names; OpenVINO (a CPU backend) only on the CPU."""
+    variants = list(VARIANT_SETS.get(variant, [variant]))
+    if device != "cpu" and "openvino" in variants:
         variants.remove("openvino")
-    if args.speedups:
-        torch.set_num_threads(args.threads)
-        result = interleaved_speedups(args.precision, args.device, args.repeats, args.classes, args.speedups.split(","))
-        print(json.dumps(result, indent=2))
-        return
-    if len(precisions) > 1 or len(variants) > 1:  # each run in its own process, so peak memory is its own
-        runs, scores, speedups = {}, {}, {}
-        with tempfile.TemporaryDirectory() as tmp:
-            common = ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
-            common += ["--classes", str(args.classes), "--openvino-cache", os.path.join(tmp, "openvino")]
-            for precision in precisions:
-                ran = []
-                for variant in variants:
-                    name = f"{precision}_{variant}"
-                    missing = openvino_missing(precision) if variant == "openvino" else None
-                    if missing:
-                        runs[name] = {"not_run": missing}
-                        continue
-                    out = os.path.join(tmp, name + ".pt")
-                    cmd = [sys.executable, __file__, "--precision", precision, "--variant", variant]
-                    cmd += ["--scores-out", out, *common, *(["--no-compile"] if args.no_compile else [])]
-                    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-                    runs[name] = json.loads(done.stdout)
-                    scores[name] = torch.load(out)
-                    ran.append(variant)
-                if len(ran) > 1 and "zegclip" in ran:
-                    cmd = [sys.executable, __file__, "--speedups", ",".join(ran), "--precision", precision, *common]
-                    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-                    speedups[precision] = json.loads(done.stdout)
-        for result in runs.values():  # the machine is reported once, at the top
-            for key in [*cpu_info(), "threads", "torch", "device"]:
-                result.pop(key, None)
-        report = {**cpu_info(), "threads": args.threads, "torch": torch.__version__, "device": args.device}
-        report["date"] = time.strftime("%Y-%m-%d")
-        with contextlib.suppress(ZegCLIPError):
-            report["openvino"] = openvino()._openvino().__version__
-        report.update(runs)
+    return variants
+
+
+def run_child(options: list[str]) -> dict:
+    """Run this script with ``options`` in its own process; the JSON object it printed."""
+    done = subprocess.run([sys.executable, __file__, *options], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def run_variant(args: argparse.Namespace, precision: str, variant: str, common: list[str], tmp: str) -> tuple:
+    """One variant at one precision in its own process (so its peak memory is its own): its report
+    and its slide scores, or ``{"not_run": why}`` and None where OpenVINO cannot run ``precision``."""
+    missing = openvino_missing(precision) if variant == "openvino" else None
+    if missing:
+        return {"not_run": missing}, None
+    out = os.path.join(tmp, f"{precision}_{variant}.pt")
+    options = ["--precision", precision, "--variant", variant, "--scores-out", out, *common]
+    report = run_child([*options, *(["--no-compile"] if args.no_compile else [])])
+    return report, torch.load(out)
+
+
+def run_children(args: argparse.Namespace, precisions: list[str], variants: list[str]) -> tuple[dict, dict, dict]:
+    """Each precision and variant in its own process, then per precision the interleaved speed-ups of
+    those that ran (where zegclip and another did): the runs' reports and scores by
+    ``<precision>_<variant>``, and the speed-ups by precision."""
+    runs, scores, speedups = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        common = ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
+        common += ["--classes", str(args.classes), "--openvino-cache", os.path.join(tmp, "openvino")]
         for precision in precisions:
-            ours = runs.get(f"{precision}_zegclip", {})
-            if f"{precision}_plain" in scores and f"{precision}_zegclip" in scores:
-                report[f"{precision}_zegclip_vs_plain"] = {
-                    "interleaved_speed": {k: v for k, v in speedups[precision].items() if "openvino" not in k},
-                    "peak_memory_ratio": memory_against_plain(ours, runs[f"{precision}_plain"]),
-                }
-            if f"{precision}_openvino" in scores and f"{precision}_zegclip" in scores:
-                interleaved = speedups[precision]
-                theirs = runs[f"{precision}_openvino"]
-                report[f"{precision}_openvino_vs_zegclip"] = {
-                    "interleaved_speedup_forward": interleaved["speedup_forward_openvino_over_zegclip"],
-                    "interleaved_speedup_slide": interleaved["speedup_slide_openvino_over_zegclip"],
-                    "interleaved_matmul_gflops_per_s": interleaved["matmul_gflops_per_s"],
-                    "interleaved_forward_fraction_of_matmul": interleaved["forward_fraction_of_matmul"],
-                    "interleaved_slide_fraction_of_matmul": interleaved["slide_fraction_of_matmul"],
-                    "load_average": [interleaved["load_average_before"], interleaved["load_average_after"]],
-                    "peak_inference_memory_ratio": theirs["peak_rss_inference_gib"] / ours["peak_rss_inference_gib"],
-                }
-        if "fp32_zegclip" in scores:
-            ref = scores["fp32_zegclip"]["eager"]
-            for name, low in scores.get("bf16_zegclip", {}).items():  # eager and compiled bf16 against eager fp32
-                report[f"bf16_{name}_vs_fp32"] = agreement(ref, low)
-            for precision in precisions:
-                if f"{precision}_openvino" in scores:
-                    report[f"openvino_{precision}_vs_fp32"] = agreement(
-                        ref, scores[f"{precision}_openvino"]["openvino"]
-                    )
-        if not args.no_commands and args.device == "cpu" and "openvino" in variants:
-            report["commands"] = command_figures()
-        print(json.dumps(report, indent=2))
-        return
+            ran = []
+            for variant in variants:
+                name = f"{precision}_{variant}"
+                runs[name], score = run_variant(args, precision, variant, common, tmp)
+                if score is not None:
+                    scores[name] = score
+                    ran.append(variant)
+            if len(ran) > 1 and "zegclip" in ran:
+                speedups[precision] = run_child(["--speedups", ",".join(ran), "--precision", precision, *common])
+    return runs, scores, speedups
+
+
+def machine_report(args: argparse.Namespace, runs: dict) -> dict:
+    """The machine, torch and OpenVINO versions and the date, reported once at the top: taken out of
+    each run's report."""
+    machine = {**cpu_info(), "threads": args.threads, "torch": torch.__version__, "device": args.device}
+    for result in runs.values():
+        for key in machine:
+            result.pop(key, None)
+    report = {**machine, "date": time.strftime("%Y-%m-%d")}
+    with contextlib.suppress(ZegCLIPError):
+        report["openvino"] = openvino()._openvino().__version__
+    return report
+
+
+def openvino_against_zegclip(interleaved: dict, theirs: dict, ours: dict) -> dict:
+    """OpenVINO's interleaved speed-ups over zegclip and its peak inference memory over zegclip's."""
+    return {
+        "interleaved_speedup_forward": interleaved["speedup_forward_openvino_over_zegclip"],
+        "interleaved_speedup_slide": interleaved["speedup_slide_openvino_over_zegclip"],
+        "interleaved_matmul_gflops_per_s": interleaved["matmul_gflops_per_s"],
+        "interleaved_forward_fraction_of_matmul": interleaved["forward_fraction_of_matmul"],
+        "interleaved_slide_fraction_of_matmul": interleaved["slide_fraction_of_matmul"],
+        "load_average": [interleaved["load_average_before"], interleaved["load_average_after"]],
+        "peak_inference_memory_ratio": theirs["peak_rss_inference_gib"] / ours["peak_rss_inference_gib"],
+    }
+
+
+def compare_variants(precisions: list[str], runs: dict, scores: dict, speedups: dict) -> dict:
+    """Per precision, zegclip against plain and OpenVINO against zegclip, where both ran."""
+    report = {}
+    for precision in precisions:
+        ours = runs.get(f"{precision}_zegclip", {})
+        if f"{precision}_zegclip" not in scores:
+            continue
+        if f"{precision}_plain" in scores:
+            report[f"{precision}_zegclip_vs_plain"] = {
+                "interleaved_speed": {k: v for k, v in speedups[precision].items() if "openvino" not in k},
+                "peak_memory_ratio": memory_against_plain(ours, runs[f"{precision}_plain"]),
+            }
+        if f"{precision}_openvino" in scores:
+            theirs = runs[f"{precision}_openvino"]
+            report[f"{precision}_openvino_vs_zegclip"] = openvino_against_zegclip(speedups[precision], theirs, ours)
+    return report
+
+
+def score_agreements(precisions: list[str], scores: dict) -> dict:
+    """bf16 zegclip (eager and compiled) and OpenVINO at each precision against eager fp32 zegclip."""
+    if "fp32_zegclip" not in scores:
+        return {}
+    ref = scores["fp32_zegclip"]["eager"]
+    report = {f"bf16_{name}_vs_fp32": agreement(ref, low) for name, low in scores.get("bf16_zegclip", {}).items()}
+    for precision in precisions:
+        if f"{precision}_openvino" in scores:
+            report[f"openvino_{precision}_vs_fp32"] = agreement(ref, scores[f"{precision}_openvino"]["openvino"])
+    return report
+
+
+def multi_run(args: argparse.Namespace, precisions: list[str], variants: list[str]) -> dict:
+    """The whole benchmark: every run in its own process, their comparisons, then the commands."""
+    runs, scores, speedups = run_children(args, precisions, variants)
+    report = machine_report(args, runs)
+    report.update(runs)
+    report.update(compare_variants(precisions, runs, scores, speedups))
+    report.update(score_agreements(precisions, scores))
+    if not args.no_commands and args.device == "cpu" and "openvino" in variants:
+        report["commands"] = command_figures()
+    return report
+
+
+def speedups_run(args: argparse.Namespace) -> dict:
+    """``--speedups``: the interleaved speed-ups of these variants, in this process."""
+    torch.set_num_threads(args.threads)
+    variants = args.speedups.split(",")
+    return interleaved_speedups(args.precision, args.device, args.repeats, args.classes, variants, args.openvino_cache)
+
+
+def single_run(args: argparse.Namespace) -> dict:
+    """One precision and variant in this process; its slide scores saved to ``--scores-out``."""
     torch.set_num_threads(args.threads)
     result = run(args.precision, args.device, args.repeats, args.classes, not args.no_compile, args.variant)
     scores = result.pop("_slide_scores")
@@ -702,7 +805,20 @@ def main() -> None:
         result["cuda_device"] = torch.cuda.get_device_name()
     if args.scores_out:
         torch.save(scores, args.scores_out)
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    variants = selected_variants(args.variant, args.device)
+    if args.speedups:
+        report = speedups_run(args)
+    elif len(precisions) > 1 or len(variants) > 1:  # each run in its own process, so peak memory is its own
+        report = multi_run(args, precisions, variants)
+    else:
+        report = single_run(args)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -40,12 +40,13 @@ def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None,
     return 2 * B * heads * Lq * Lk * (E + Ev)
 
 
-# torch's counter knows the CUDA attention kernels but not the CPU one, which the CLIP ViT runs on CPU
-_EXTRA_FORMULAS = {
+EXTRA_FORMULAS: dict[Any, Callable[..., int]] = {
     getattr(torch.ops.aten, name): _attention_flops
     for name in ("_scaled_dot_product_flash_attention_for_cpu",)
     if hasattr(torch.ops.aten, name)
 }
+"""FLOP formulas for ``FlopCounterMode(custom_mapping=...)``: torch's counter knows the CUDA attention
+kernels but not the CPU one, which the CLIP ViT runs on CPU."""
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -54,23 +55,25 @@ def count_flops(fn: Callable[[], Any]) -> int:
     Runs with autograd on: the counter's module tracker hooks tensors that require grad
     and fails on the grad-less ones ``no_grad`` makes of trainable parameters.
     """
-    with torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+    with torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS) as counter:
         fn()
     return int(counter.get_total_flops())
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously; a no-op elsewhere), so a clock
+    read after it times the work, not the kernel launches."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _images_per_second(fn: Callable[[], Any], images: int, device: torch.device, repeats: int) -> float:
     fn()  # warm-up (allocations, kernel selection)
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    _synchronize(device)
+    synchronize(device)
     return images * repeats / (time.perf_counter() - start)
 
 
