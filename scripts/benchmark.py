@@ -506,7 +506,7 @@ def run_openvino(precision: str, device: str, repeats: int, num_classes: int) ->
         if phases:
             result["peak_rss_converting_gib"] = peak_rss_gib()
         del compiled
-        zov._COMPILED.pop(model, None)  # forget it in this process: the next call starts from the IR files
+        zov.forget_compiled(model)  # the next call starts from the IR files
         gc.collect()
         reset_peak_rss()
         start = time.perf_counter()
@@ -728,7 +728,7 @@ def machine_report(args: argparse.Namespace, runs: dict) -> dict:
             result.pop(key, None)
     report = {**machine, "date": time.strftime("%Y-%m-%d")}
     with contextlib.suppress(ZegCLIPError):
-        report["openvino"] = openvino()._openvino().__version__
+        report["openvino"] = openvino().openvino_version()
     return report
 
 

@@ -332,6 +332,15 @@ _COMPILED: weakref.WeakKeyDictionary[ZegCLIP, dict[tuple, tuple[tuple, OpenVINOZ
 was made from (their storage and version counters); a call with the same weights reuses it."""
 
 
+def forget_compiled(model: ZegCLIP) -> None:
+    """Drop this process's compiled models of ``model``: the next `compile_model` starts from the IR cache."""
+    _COMPILED.pop(model, None)
+
+
+def openvino_version() -> str:
+    """The installed OpenVINO's version (an `OpenVINOError` naming the extra when it is missing)."""
+    return _openvino().__version__
+
 def _release_torch_weights(model: ZegCLIP) -> None:
     """Move the modules OpenVINO holds to the ``meta`` device: their memory is freed (see `compile_model`)."""
     encoder = model.image_encoder
