@@ -21,6 +21,10 @@ from zegclip.model import TINY_CLIP, ZegCLIP  # noqa: E402
 from zegclip.model.build import zegclip_tiny  # noqa: E402
 from zegclip.model.clip_encoder import load_clip  # noqa: E402
 
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:  # pytest -n N: the cores are shared between the workers, not each worker's alone
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 
 @pytest.fixture(scope="session")
 def tiny_clip_file(tmp_path_factory: pytest.TempPathFactory) -> Path:

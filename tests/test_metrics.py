@@ -148,6 +148,7 @@ def _ddp_worker(rank: int, path: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes
 def test_ddp_two_processes_equal_single_process(tmp_path):
     # spawn, not fork: a child forked after OpenMP threads ran can deadlock
     mp.start_processes(_ddp_worker, args=(str(tmp_path),), nprocs=2, start_method="spawn")

@@ -341,6 +341,7 @@ def openvino_version() -> str:
     """The installed OpenVINO's version (an `OpenVINOError` naming the extra when it is missing)."""
     return _openvino().__version__
 
+
 def _release_torch_weights(model: ZegCLIP) -> None:
     """Move the modules OpenVINO holds to the ``meta`` device: their memory is freed (see `compile_model`)."""
     encoder = model.image_encoder

@@ -75,6 +75,7 @@ def _num_masks_worker(rank, path, results):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes
 def test_num_masks_all_reduced_and_averaged(tmp_path):
     results = mp.Manager().dict()
     mp.start_processes(_num_masks_worker, args=(str(tmp_path / "rendezvous"), results), nprocs=2, start_method="spawn")

@@ -83,6 +83,7 @@ def _evaluate(script: Path, ckpt: Path, data: Path, run_dir: Path, devices: int)
     return json.loads((run_dir / "metrics.json").read_text()), ranks
 
 
+@pytest.mark.slow  # two gloo processes
 @pytest.mark.parametrize("num_images", [1])  # uneven shards: tests/training/test_datamodule.py
 def test_ddp_two_processes_evaluate_like_one(checkpoint: Path, tmp_path: Path, num_images: int) -> None:
     """1 image on 2 processes (a rank without one): each image counted once, as on one process."""
