@@ -161,6 +161,7 @@ def test_export_to_an_existing_folder_is_one_line(tmp_path: Path) -> None:
     assert line == "error: models is a folder; give the .onnx file to write, e.g. models/zegclip.onnx"
 
 
+@pytest.mark.slow  # every console command in its own process
 def test_outputs_under_a_file_are_one_line_for_every_command(tmp_path: Path) -> None:
     """An output path through a regular file: the OS refuses (as it refuses a read-only folder)."""
     (tmp_path / "file").write_text("not a folder")

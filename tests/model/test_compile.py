@@ -35,6 +35,7 @@ def _assert_close(got, expected):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # several torch.compile graphs: over 20 s
 def test_compiled_encoder_matches_eager_and_guards_weights(make_tiny_model):
     images = torch.randn(2, 3, 64, 48)
     model, other = make_tiny_model(seed=0), make_tiny_model(seed=1)
