@@ -134,7 +134,7 @@ def weights_key(model: ZegCLIP) -> str:
     """The cache key of ``model``'s converted graphs: a hash of the image side's weights, the
     model's config and the converter's versions (about 0.3 s for ViT-B/16)."""
     digest = hashlib.sha256()
-    versions = {"graph": GRAPH_VERSION, "openvino": _openvino().__version__, "torch": torch.__version__}
+    versions = {"graph": GRAPH_VERSION, "openvino": openvino_version(), "torch": torch.__version__}
     digest.update(json.dumps([versions, model.config], sort_keys=True, default=str).encode())
     for prefix, module in _image_side(model).items():
         for name, tensor in module.state_dict().items():
@@ -288,7 +288,7 @@ class OpenVINOZegCLIP(Predictor):
         """One line for logs: OpenVINO version, precision, where the graphs came from."""
         made = "read from the cache" if self.convert_s is None else f"converted in {self.convert_s:.1f} s"
         where = "in memory only" if self.folder is None else f"IR in {self.folder}"
-        return f"OpenVINO {_openvino().__version__}, {self.precision}, {made} ({where})"
+        return f"OpenVINO {openvino_version()}, {self.precision}, {made} ({where})"
 
     # --- the network --------------------------------------------------------------------
     def _positions_for(self, grid: tuple[int, int]) -> np.ndarray:
@@ -410,8 +410,8 @@ def _read_or_convert(
     model: ZegCLIP, cache_dir: str | os.PathLike | bool | None
 ) -> tuple[Path | None, dict, float | None]:
     """(IR folder or None, each graph for ``Core.compile_model``, seconds converting or None when cached)."""
-    start = time.perf_counter()
     if cache_dir is False:
+        start = time.perf_counter()
         return None, trace(model), time.perf_counter() - start
     root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
     folder = root / weights_key(model)

@@ -162,7 +162,7 @@ def trainable_weights_finite(module: L.LightningModule) -> bool:
 def interrupted(trainer: L.Trainer) -> RunInterrupted:
     """The error that tells a user where a run stopped by a signal left its checkpoint."""
     stopper = next((c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt)), None)
-    signum = stopper.signum if stopper is not None else signal.SIGTERM
+    signum = stopper.received if stopper is not None and stopper.received is not None else signal.SIGTERM
     if stopper is not None and stopper.saved is not None:
         then = (
             "the job was requeued: SLURM restarts it and it resumes this run"
@@ -195,8 +195,7 @@ class CheckpointOnInterrupt(L.Callback):
     """
 
     def __init__(self) -> None:
-        self.requested: str | None = None
-        self.signum: int = signal.SIGTERM
+        self.received: int | None = None  # the signal that asked for the stop (a Ctrl-C wins over the others)
         self._handlers: dict[int, Any] = {}
         self._window_open = False  # micro-batches run since the last optimizer step
         self._step_at_start = 0
@@ -211,15 +210,15 @@ class CheckpointOnInterrupt(L.Callback):
 
     # --- signals --------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.requested == "SIGINT":
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
-        if self.requested is None or signum == signal.SIGINT:
-            self.requested, self.signum = signal.Signals(signum).name, signum
+        if self.received is None or signum == signal.SIGINT:
+            self.received = signum
         rank_zero_info(f"{signal.Signals(signum).name} received: stopping at the next step boundary")
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.requested, self._window_open, self.stopping, self.requeue = None, False, False, False
-        self.saved, self.requeued, self.signum = None, False, signal.SIGTERM
+        self.received, self._window_open, self.stopping, self.requeue = None, False, False, False
+        self.saved, self.requeued = None, False
         if threading.current_thread() is threading.main_thread():
             self._handlers = {s: signal.signal(s, self._on_signal) for s in self.signals()}
 
@@ -248,9 +247,8 @@ class CheckpointOnInterrupt(L.Callback):
         if trainer.global_step >= (trainer.max_steps or 0) > 0:
             trainer.should_stop = True  # the last step is validated (and so checkpointed) like any eval_every step
         strategy = trainer.strategy
-        if strategy.reduce_boolean_decision(bool(self.requested), all=False):  # any process signalled
-            requeue = self.requested is not None and self.signum in requeue_signals()
-            self.requeue = strategy.reduce_boolean_decision(requeue, all=False)
+        if strategy.reduce_boolean_decision(self.received is not None, all=False):  # any process signalled
+            self.requeue = strategy.reduce_boolean_decision(self.received in requeue_signals(), all=False)
             # Lightning's own stop: it raises once this batch (and any validation due) is done,
             # and on_exception writes last.ckpt from that completed state
             request_lightning_stop(trainer)
@@ -267,9 +265,8 @@ class CheckpointOnInterrupt(L.Callback):
             return
         path = self.last_path(trainer)
         if self.stopping and isinstance(exception, SIGTERMException) and path is not None:
-            trainer.save_checkpoint(
-                path, weights_only=False
-            )  # every process stops at this same boundary: they save together
+            # every process stops at this same boundary: they save together
+            trainer.save_checkpoint(path, weights_only=False)
             self.saved = path
             if self.requeue and trainer.is_global_zero:
                 self.requeued = requeue_job()

@@ -120,15 +120,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def changed_experiment_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def changed_experiment_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Config keys whose values differ between a checkpoint's run and this one (both resolved),
-    leaving out those a resume may change (:data:`RESUMABLE_CHANGES`) and keys one side lacks."""
+    with (old, new) values, sorted by key; leaves out those a resume may change
+    (:data:`RESUMABLE_CHANGES`) and keys one side lacks."""
     old, new = _flatten(saved), _flatten(current)
-    return sorted(
-        key
-        for key in old.keys() & new.keys()
+    return {
+        key: (old[key], new[key])
+        for key in sorted(old.keys() & new.keys())
         if old[key] != new[key] and not any(key == p or key.startswith(p) for p in RESUMABLE_CHANGES)
-    )
+    }
 
 
 def check_same_experiment(saved: dict[str, Any] | None, current: dict[str, Any], checkpoint: str) -> None:
@@ -137,8 +138,7 @@ def check_same_experiment(saved: dict[str, Any] | None, current: dict[str, Any],
         return
     changed = changed_experiment_keys(saved, current)
     if changed:
-        old, new = _flatten(saved), _flatten(current)
-        shown = "; ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:6])
+        shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changed.items())[:6])
         more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
         raise RunFolderError(
             f"{checkpoint} was trained with another experiment: {shown}{more}; resume with the run's own "

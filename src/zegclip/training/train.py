@@ -118,7 +118,7 @@ def _fit_and_test(
 
 def objective(cfg: DictConfig, metrics: dict[str, float]) -> float:
     """What a Hydra sweeper optimises: the best ``monitor`` score of the run (``val/hIoU`` by
-    default), else the best ``val/mIoU`` where hIoU is undefined (no unseen classes)."""
+    default), else the last ``val/mIoU`` where hIoU is undefined (no unseen classes)."""
     best = metrics.get(f"best/{cfg.monitor}", float("nan"))
     if math.isnan(best):
         best = metrics.get("val/mIoU", float("nan"))
